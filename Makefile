@@ -1,0 +1,38 @@
+# pocketvqe: `make build` runs the main job, `make test` runs the test suite.
+# Both do all the set-up on a fresh machine: system packages, .venv, the package itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the project uses (audio decoding, ARM emulation, report checks).
+APT_PACKAGES ?= ffmpeg sox
+STAMP := $(VENV)/.installed
+
+.PHONY: build test setup sysdeps bench clean
+
+setup: sysdeps $(STAMP)
+
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "warning: missing system packages:$$missing (run as root or install them)"; fi; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+build: setup
+	$(BIN)/pocketvqe build
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python -m pytest -q --benchmark-only device_tests
+
+clean:
+	rm -rf build .pytest_cache

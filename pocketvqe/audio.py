@@ -1,0 +1,93 @@
+"""Audio input/output with validation: every bad file gets an error that names the fix."""
+from __future__ import annotations
+
+import os
+import warnings
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from .errors import PocketVQEError
+from .fileio import atomic_path
+
+
+def read_audio(path: str | os.PathLike, *, channel: int | None = None, what: str = "audio") -> tuple[np.ndarray, int]:
+    """Read a mono float32 signal in [-1, 1] and its sample rate.
+
+    Multi-channel files need ``channel`` (0-based); NaN/Inf, empty and unreadable files are refused.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PocketVQEError(f"{what} file {path} does not exist: check the path")
+    if path.stat().st_size == 0:
+        raise PocketVQEError(f"{what} file {path} is empty (0 bytes): re-export or re-record it")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        raise PocketVQEError(
+            f"{what} file {path} is not readable audio ({exc}): give a WAV/FLAC/OGG file, "
+            "or convert it with `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`") from None
+    if data.shape[0] == 0:
+        raise PocketVQEError(f"{what} file {path} holds no samples (empty or truncated): re-export it")
+    if data.shape[1] > 1:
+        if channel is None:
+            raise PocketVQEError(
+                f"{what} file {path} has {data.shape[1]} channels: pick one with --channel N "
+                f"(0..{data.shape[1] - 1}) or downmix it to mono")
+        if not 0 <= channel < data.shape[1]:
+            raise PocketVQEError(f"--channel {channel} is out of range for {path} ({data.shape[1]} channels)")
+        data = data[:, channel:channel + 1]
+    x = np.ascontiguousarray(data[:, 0])
+    if not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise PocketVQEError(f"{what} file {path} contains {bad} NaN/Inf samples: clean or re-export it")
+    return x, int(sr)
+
+
+def check_signal(x: np.ndarray, what: str = "signal") -> np.ndarray:
+    """Validate an in-memory mono signal (1-D, non-empty, finite) and return it as float32."""
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise PocketVQEError(f"{what} must be mono (1-D), got shape {tuple(x.shape)}: pick one channel")
+    if x.size == 0:
+        raise PocketVQEError(f"{what} is empty: give at least one hop of audio")
+    if not np.all(np.isfinite(x)):
+        raise PocketVQEError(f"{what} contains NaN/Inf samples: clean it first")
+    return x.astype(np.float32, copy=False)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Polyphase resampling (scipy), exact length round(len * sr_out / sr_in)."""
+    if sr_in == sr_out:
+        return x.astype(np.float32, copy=False)
+    g = gcd(sr_in, sr_out)
+    y = resample_poly(x.astype(np.float64), sr_out // g, sr_in // g)
+    n = int(round(len(x) * sr_out / sr_in))
+    if len(y) < n:
+        y = np.pad(y, (0, n - len(y)))
+    return y[:n].astype(np.float32)
+
+
+def match_length(x: np.ndarray, n: int, what: str = "far-end") -> np.ndarray:
+    """Pad (with a warning) or trim ``x`` to ``n`` samples."""
+    if len(x) < n:
+        warnings.warn(f"{what} signal is shorter than the mic signal ({len(x)} < {n} samples): padding with zeros",
+                      stacklevel=2)
+        return np.pad(x, (0, n - len(x)))
+    return x[:n]
+
+
+def write_audio(path: str | os.PathLike, x: np.ndarray, sr: int) -> None:
+    """Write mono float audio as 16-bit PCM WAV (or per the extension), atomically."""
+    x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), x, sr, format=_format_for(path))
+
+
+def _format_for(path: Path) -> str:
+    ext = path.suffix.lower().lstrip(".")
+    return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(ext, "WAV")
