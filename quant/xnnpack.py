@@ -1,0 +1,59 @@
+"""The XNNPACK quantizer recipe used for every int8 program, with two lowering fixes.
+
+ExecuTorch 1.4.1's XNNPACK quantizer shares qparams across ``slice_copy`` but not across
+``aten.slice.Tensor`` (the op it sees before ``to_edge``) nor ``constant_pad_nd``. A slice or pad
+whose output feeds a quantized op then gets output qparams different from its input's, and
+XNNPACK refuses to build the node when the method loads ("Failed to create static slice node",
+upstream PR pytorch/executorch#21568). We give such nodes their producer's qparams.
+Slices that only feed graph outputs (the new streaming state) stay unannotated: sharing there
+makes XNNPACK fail at execute ("Failed to resize output tensor").
+
+>>> q = xnnpack_quantizer()                     # per-channel symmetric int8 weights, int8 activations
+>>> q_qat = xnnpack_quantizer(is_qat=True)
+"""
+from __future__ import annotations
+
+import torch
+from torch.fx import Node
+
+_SHARED_OPS = (torch.ops.aten.slice.Tensor, torch.ops.aten.narrow.default, torch.ops.aten.pad.default,
+               torch.ops.aten.constant_pad_nd.default)
+
+
+def _share_qparams_through_data_movement(model: torch.fx.GraphModule) -> None:
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    key = "quantization_annotation"
+    for n in model.graph.nodes:
+        if n.op != "call_function" or n.target not in _SHARED_OPS:
+            continue
+        if all(u.op == "output" for u in n.users):
+            continue
+        prev = n.args[0]
+        ann = prev.meta.get(key) if isinstance(prev, Node) else None
+        if ann is None or ann.output_qspec is None:
+            continue
+        if key in n.meta and n.meta[key]._annotated:
+            continue
+        shared = SharedQuantizationSpec(prev)
+        n.meta[key] = QuantizationAnnotation(input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True)
+
+
+def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float: tuple[str, ...] = ()):
+    """XNNPACKQuantizer with static int8 activations and symmetric int8 weights (+ the fixes above).
+
+    ``keep_float``: module name prefixes (e.g. ``enhancer.net.dec.3``) whose ops stay fp32.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config)
+
+    class StreamingXNNPACKQuantizer(XNNPACKQuantizer):
+        def annotate(self, model):
+            model = super().annotate(model)
+            _share_qparams_through_data_movement(model)
+            return model
+
+    q = StreamingXNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=is_qat))
+    for name in keep_float:
+        q.set_module_name(name, None)
+    return q
