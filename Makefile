@@ -4,7 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the project uses (audio decoding, ARM emulation, report checks).
-APT_PACKAGES ?= ffmpeg sox
+APT_PACKAGES ?= ffmpeg sox espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+	libspeexdsp1 pocketsphinx-testdata qemu-user chromium fonts-dejavu-core
 STAMP := $(VENV)/.installed
 
 .PHONY: build test setup sysdeps bench clean
@@ -22,7 +23,7 @@ sysdeps:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	touch $(STAMP)
 
 build: setup

@@ -77,9 +77,20 @@ def save(buffer: bytes, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buffer)
 
 
-def load_method(buffer_or_path, method: str = "forward"):
+class LoadedMethod:
+    """A method of a loaded program. Holds the program and its bytes: the runtime does not copy
+    a program given as bytes, so they must outlive the method (else: use-after-free)."""
+
+    def __init__(self, buffer_or_path, method: str = "forward"):
+        from executorch.runtime import Runtime
+        self._source = bytes(buffer_or_path) if isinstance(buffer_or_path, (bytes, bytearray)) else str(buffer_or_path)
+        self.program = Runtime.get().load_program(self._source)
+        self.method = self.program.load_method(method)
+
+    def execute(self, inputs):
+        return self.method.execute(list(inputs))
+
+
+def load_method(buffer_or_path, method: str = "forward") -> LoadedMethod:
     """Load a method with the ExecuTorch runtime (in-process)."""
-    from executorch.runtime import Runtime
-    rt = Runtime.get()
-    prog = rt.load_program(buffer_or_path if isinstance(buffer_or_path, (bytes, bytearray)) else str(buffer_or_path))
-    return prog.load_method(method)
+    return LoadedMethod(buffer_or_path, method)

@@ -13,10 +13,6 @@ import torch
 def push(buf: torch.Tensor, x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Append ``x`` to ``buf`` along ``dim``; return the whole window and the new buffer (same size)."""
     window = torch.cat([buf, x], dim=dim)
-    keep, T = buf.shape[dim], x.shape[dim]
-    if T >= keep:
-        return window, x.narrow(dim, T - keep, keep)
-    # The new buffer is its own cat, not a slice of ``window``: in int8 XNNPACK programs a slice
-    # of a tensor that also feeds a conv cannot be a graph output ("Failed to resize output tensor").
-    return window, torch.cat([buf.narrow(dim, T, keep - T), x], dim=dim)
+    keep = buf.shape[dim]
+    return window, window.narrow(dim, window.shape[dim] - keep, keep)
 

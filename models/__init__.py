@@ -4,3 +4,6 @@ from .deepvqe import DeepVQE, NetState
 from .enhancer import Enhancer, EnhancerState
 
 __all__ = ["ModelConfig", "get_config", "list_configs", "DeepVQE", "NetState", "Enhancer", "EnhancerState"]
+from .checkpoint import init_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+
+__all__ += ["init_checkpoint", "load_checkpoint", "read_checkpoint", "save_checkpoint"]

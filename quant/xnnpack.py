@@ -5,8 +5,6 @@ ExecuTorch 1.4.1's XNNPACK quantizer shares qparams across ``slice_copy`` but no
 whose output feeds a quantized op then gets output qparams different from its input's, and
 XNNPACK refuses to build the node when the method loads ("Failed to create static slice node",
 upstream PR pytorch/executorch#21568). We give such nodes their producer's qparams.
-Slices that only feed graph outputs (the new streaming state) stay unannotated: sharing there
-makes XNNPACK fail at execute ("Failed to resize output tensor").
 
 >>> q = xnnpack_quantizer()                     # per-channel symmetric int8 weights, int8 activations
 >>> q_qat = xnnpack_quantizer(is_qat=True)

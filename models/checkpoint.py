@@ -1,0 +1,96 @@
+"""Checkpoints: ``{format, config, state_dict, versions, meta}`` written atomically, read with weights_only.
+
+>>> save_checkpoint("x.pt", enhancer, meta={"step": 1000})
+>>> enh, ckpt = load_checkpoint("x.pt")                 # eval mode, config from the file
+>>> enh, _ = load_checkpoint("x.pt", expect="dvqe-s16")  # refuses a checkpoint of another config
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from pocketvqe import __version__
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.fileio import atomic_path, atomic_write_text
+
+from .config import ModelConfig
+from .enhancer import Enhancer
+
+FORMAT = "pocketvqe-checkpoint-1"
+
+
+def versions() -> dict:
+    import numpy
+    out = {"pocketvqe": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__)}
+    try:
+        from importlib.metadata import version
+        out["executorch"] = version("executorch")
+        out["torchao"] = version("torchao")
+    except Exception:  # pragma: no cover - executorch is a hard dependency
+        pass
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, enhancer: Enhancer, meta: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write the checkpoint and, beside it, ``<name>.json`` with the resolved config and meta."""
+    path = Path(path)
+    ckpt = {"format": FORMAT, "config": enhancer.cfg.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in enhancer.state_dict().items()},
+            "versions": versions(), "meta": dict(meta or {})}
+    if extra:
+        ckpt.update(extra)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    sidecar = {k: ckpt[k] for k in ("format", "config", "versions", "meta")}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str) + "\n")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load the raw checkpoint dict (weights_only), with clear errors for missing/corrupt files."""
+    path = Path(path)
+    if not path.exists():
+        raise PocketVQEError(f"checkpoint {path} does not exist: check the path, or create one with "
+                             "`pocketvqe init --config NAME --out x.pt`")
+    if path.stat().st_size == 0:
+        raise PocketVQEError(f"checkpoint {path} is empty (0 bytes): the write was interrupted; re-create it")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise PocketVQEError(f"checkpoint {path} is corrupt or truncated ({str(exc).splitlines()[0][:120]}): "
+                             "re-download or re-create it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise PocketVQEError(f"{path} is not a pocketvqe checkpoint (expected format {FORMAT}); "
+                             "for a .pte or .pt2 use the matching --model file type")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, expect: str | ModelConfig | None = None) -> tuple[Enhancer, dict]:
+    """Build the Enhancer from the checkpoint's own config and load its weights (eval mode)."""
+    ckpt = read_checkpoint(path)
+    cfg = ModelConfig.from_dict(ckpt["config"])
+    if expect is not None:
+        want = expect if isinstance(expect, ModelConfig) else None
+        name = expect.name if isinstance(expect, ModelConfig) else expect
+        if cfg.name != name or (want is not None and want != cfg):
+            raise PocketVQEError(f"checkpoint {path} holds config {cfg.name!r}, not {name!r}: "
+                                 f"pass --config {cfg.name} or use a checkpoint of {name!r}")
+    enh = Enhancer(cfg)
+    try:
+        enh.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise PocketVQEError(f"checkpoint {path} does not match config {cfg.name!r} "
+                             f"({str(exc).splitlines()[0][:160]}): it was written by another model definition") from None
+    return enh.eval(), ckpt
+
+
+def init_checkpoint(cfg: ModelConfig, seed: int = 0) -> Enhancer:
+    """A randomly initialised model, reproducible from the seed."""
+    torch.manual_seed(seed)
+    return Enhancer(cfg).eval()
