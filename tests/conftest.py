@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+
+from pocketvqe.models import Enhancer, get_config
+
+# Tests run many tiny ops: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine.
+torch.set_num_threads(1)
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial running statistics (a trained model's are not 0/1)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+@pytest.fixture
+def make_enhancer():
+    def make(name: str, seed: int = 0) -> Enhancer:
+        torch.manual_seed(seed)
+        return randomize_bn(Enhancer(get_config(name)), seed).eval()
+    return make
+
+
+@pytest.fixture
+def speech_like():
+    """A deterministic speech-like test signal: harmonic bursts with a pitch glide, plus noise."""
+    def make(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        t = np.arange(int(seconds * sr)) / sr
+        f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t)
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+        env = (np.sin(2 * np.pi * 2.5 * t) > -0.2).astype(float)
+        return (0.1 * voiced * env + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    return make
+
+
+@pytest.fixture
+def bn_randomizer():
+    return randomize_bn
