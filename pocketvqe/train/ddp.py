@@ -103,11 +103,19 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def param_divergence(env: DistEnv, module: torch.nn.Module) -> float:
-    """Largest |p_rank - p_rank0| over all parameters and buffers and ranks (0.0 in a single process)."""
+def broadcast_buffers(env: DistEnv, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, as DDP does before each
+    forward; call it before evaluating or saving so every rank holds rank 0's model."""
+    if env.distributed:
+        for b in module.buffers():
+            dist.broadcast(b.data, src=0)
+
+
+def param_divergence(env: DistEnv, module: torch.nn.Module, buffers: bool = False) -> float:
+    """Largest |p_rank - p_rank0| over all parameters (and buffers) and ranks (0.0 in a single process)."""
     if not env.distributed:
         return 0.0
-    tensors = [t.detach().float().reshape(-1) for t in list(module.parameters()) + list(module.buffers())
+    tensors = [t.detach().float().reshape(-1) for t in list(module.parameters()) + (list(module.buffers()) if buffers else [])
                if t.dtype.is_floating_point]
     flat = torch.cat(tensors).to(env.device)
     ref = flat.clone()

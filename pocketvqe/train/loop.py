@@ -234,6 +234,7 @@ class Trainer:
         """Mean loss and SI-SDR (output and input vs target, clips with an active target) over the
         fixed validation set; every rank holds a shard, results are combined over ranks."""
         from pocketvqe.metrics import si_sdr
+        D.broadcast_buffers(self.env, self.enh)
         self.model.eval()
         rows = []
         for batch in batches:
@@ -263,6 +264,10 @@ class Trainer:
                 "rng_torch": torch.get_rng_state(), "loss_ema": self.loss_ema, "world_size": self.env.world}
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write a resumable checkpoint (call on every rank under DDP: buffers sync first; rank 0 writes)."""
+        D.broadcast_buffers(self.env, self.enh)
+        if not self.env.is_main:
+            return Path(path)
         meta = {"trained_steps": self.step, "train_loss_ema": self.loss_ema, "valid": self.last_valid,
                 "train_config": self.cfg.to_dict(), "world_size": self.env.world}
         return save_checkpoint(path, self.enh, meta=meta, extra={STATE_KEY: self.state()})
@@ -486,15 +491,14 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
     from tqdm import tqdm
     bar = tqdm(total=cfg.steps, initial=start, desc=model_cfg.name, unit="step", dynamic_ncols=True,
                disable=not (main and progress), file=sys.stderr, mininterval=1.0)
-    clips_seen, t_train, t0, stopped, skipped, bad_run = 0, 0.0, time.time(), False, 0, 0
+    clips_seen, t_train, t0, stopped, skipped, bad_run, first_clip = 0, 0.0, time.time(), False, 0, 0, None
     local = cfg.batch // env.world
 
     def checkpoint(final: bool = False):
-        if main:
-            p = trainer.save(out / f"step-{trainer.step:06d}.pt")
-            trainer.save(out / "last.pt")
-            if final:
-                say(f"saved {p} and {out / 'last.pt'}")
+        p = trainer.save(out / f"step-{trainer.step:06d}.pt")
+        trainer.save(out / "last.pt")
+        if final:
+            say(f"saved {p} and {out / 'last.pt'}")
 
     def run_valid():
         v = trainer.validate(valid)
@@ -508,6 +512,8 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
         while trainer.step < cfg.steps:
             t_step = time.time()
             batch = next(batches)
+            if first_clip is None:
+                first_clip = int(batch["meta"][0]["index"]) + int(batch["meta"][0]["epoch"]) * len(sim)
             clips_seen += len(batch["scenario"])
             rec = trainer.train_step(batch, stop=flag.set)
             dt = time.time() - t_step
@@ -534,8 +540,9 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
                 checkpoint(final=last)
     bar.close()
     log.close()
-    divergence = D.param_divergence(env, trainer.enh)
-    ranks = D.all_gather_objects(env, {"rank": env.rank, "device": env.device, "clips": clips_seen,
+    D.broadcast_buffers(env, trainer.enh)
+    divergence = D.param_divergence(env, trainer.enh, buffers=True)
+    ranks = D.all_gather_objects(env, {"rank": env.rank, "device": env.device, "clips": clips_seen, "first_clip": first_clip,
                                        "clips_per_step": local, "train_seconds": round(t_train, 2)})
     steps_done = trainer.step - start
     summary = _clean({

@@ -1,0 +1,26 @@
+"""`pocketvqe build`: the main job, checkpoint -> int8 .pte + self-check + report."""
+from __future__ import annotations
+
+HELP = "checkpoint -> fp32 + int8 .pte, manifest, parity (host, qemu-arm64), bench and report"
+
+
+def add_arguments(p):
+    p.add_argument("--config", default="dvqe-s16", help="config name (uses the shipped checkpoint)")
+    p.add_argument("--ckpt", help="checkpoint to build instead of the shipped one")
+    p.add_argument("--out", default="build", help="output folder")
+    p.add_argument("--calib-clips", type=int, default=16)
+    p.add_argument("--bench-frames", type=int, default=1000)
+    p.add_argument("--data", help="corpus root (default: a quick corpus in the cache)")
+    p.add_argument("--no-qemu", action="store_true", help="skip the qemu-arm64 parity run")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    import json
+
+    from pocketvqe.build import BuildConfig, build
+    bc = BuildConfig(config=args.config, ckpt=args.ckpt, out=args.out, calib_clips=args.calib_clips,
+                     bench_frames=args.bench_frames, data=args.data, qemu=not args.no_qemu, seed=args.seed)
+    summary = build(bc)
+    print(json.dumps(summary, indent=2, default=float))
+    return 0 if all(r["pass"] for r in summary["parity"]) else 1
