@@ -26,7 +26,7 @@ class BuildConfig:
     config: str = "dvqe-s16"
     ckpt: str | None = None
     out: str = "build"
-    calib_clips: int = 16
+    calib_clips: int = 8
     clip_seconds: float = 4.0
     bench_frames: int = 1000
     seed: int = 0
@@ -98,7 +98,7 @@ def build(bc: BuildConfig) -> dict:
     init = step.init_state()
     y_float = run_reference(step, frames, init)
     y_int8_ref = run_reference(progs["int8"].reference, frames, init)
-    stacked = {i: np.stack([f[i] for f in frames]) for i in range(len(frames[0]))}
+    stacked = {f"in{i}": np.stack([f[i] for f in frames]) for i in range(len(frames[0]))}
     targets = ["host"]
     if bc.qemu:
         from pocketvqe.device_tests.targets.qemu import Sysroot
@@ -108,7 +108,7 @@ def build(bc: BuildConfig) -> dict:
     for tname in targets:
         target = get_target(tname)
         for q in ("fp32", "int8"):
-            res = target.run_frames(paths[q], [stacked[i] for i in sorted(stacked)], n_state=len(init),
+            res = target.run_frames(paths[q], stacked, n_state=len(init),
                                     init_state=[s.numpy() for s in init])
             y = res.outputs[0].reshape(-1)
             row = {"target": tname, "variant": q, "snr_db_vs_float": snr_db(y_float, y),
@@ -157,7 +157,7 @@ def _bench(bc, step, init, paths, frames, cfg) -> dict:
     from pocketvqe.device_tests.targets import get_target
     reps = -(-(bc.bench_frames + 50) // len(frames))
     long = (frames * reps)[:bc.bench_frames + 50]
-    stacked = [np.stack([f[i] for f in long]) for i in range(len(long[0]))]
+    stacked = {f"in{i}": np.stack([f[i] for f in long]) for i in range(len(long[0]))}
     hop_ms = 1000.0 * cfg.hop / cfg.sample_rate
     prev = torch.get_num_threads()
     torch.set_num_threads(1)

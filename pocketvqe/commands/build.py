@@ -8,7 +8,7 @@ def add_arguments(p):
     p.add_argument("--config", default="dvqe-s16", help="config name (uses the shipped checkpoint)")
     p.add_argument("--ckpt", help="checkpoint to build instead of the shipped one")
     p.add_argument("--out", default="build", help="output folder")
-    p.add_argument("--calib-clips", type=int, default=16)
+    p.add_argument("--calib-clips", type=int, default=8)
     p.add_argument("--bench-frames", type=int, default=1000)
     p.add_argument("--data", help="corpus root (default: a quick corpus in the cache)")
     p.add_argument("--no-qemu", action="store_true", help="skip the qemu-arm64 parity run")

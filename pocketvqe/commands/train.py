@@ -105,5 +105,5 @@ def run(args) -> int:
     from pocketvqe.train import train
 
     cfg, model_cfg, resume = resolve(args)
-    train(cfg, model_cfg, args.out, resume=resume, progress=not args.no_progress)
-    return 0
+    summary = train(cfg, model_cfg, args.out, resume=resume, progress=not args.no_progress)
+    return 130 if summary.get("stopped_early") else 0
