@@ -765,7 +765,7 @@ def _bench_html(rows: list[dict], per_frame: dict[str, np.ndarray], hop_us: floa
     if rows:
         parts.append(_table_html(rows, _bench_columns(rows), _fmt_bench, "bench", _int8_row(rows)))
         parts.append('<p class="sub">p50 / int8: median latency of each variant divided by the int8 '
-                     'program\'s; RTF: mean processing time per hop / hop duration.</p>')
+                     'program\'s; RTF: median (p50) processing time per hop / hop duration.</p>')
     names = list(per_frame)
     colors = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(names)}
     svg = _histogram_svg(per_frame, hop_us, colors)
@@ -948,7 +948,7 @@ def render_markdown(data: ReportData, html_name: str = "report.html") -> str:
                 _md_rows_table(bench_rows, _bench_columns(bench_rows), _fmt_bench), ""]
         if hop_us and per_frame:
             out += ["p50 / int8: median latency divided by the int8 program's. "
-                    "RTF: mean processing time per hop / hop duration.", ""]
+                    "RTF: median (p50) processing time per hop / hop duration.", ""]
     if data.audio:
         model = _audio_model(data.audio, sr)
         snr = {name: v for _, name, _, v in model.errors}
