@@ -33,7 +33,7 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 bench: setup
-	$(BIN)/python -m pytest -q --benchmark-only device_tests
+	$(BIN)/python -m pytest -q --benchmark-only device_tests/bench_step.py
 
 clean:
 	rm -rf build .pytest_cache

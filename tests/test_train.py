@@ -21,7 +21,8 @@ import torch
 from pocketvqe.cli import main
 from pocketvqe.data import prepare_corpus
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.models import Enhancer, ModelConfig, get_config, init_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from pocketvqe.models import (Enhancer, ModelConfig, get_config, init_checkpoint, load_checkpoint, read_checkpoint,
+                              save_checkpoint)
 from pocketvqe.train import (CompressedSpectralLoss, TrainConfig, Trainer, enhance_aligned, load_init_weights,
                              resolve_model_config, sim_config, speaker_embedding)
 from pocketvqe.train.loop import make_loader
@@ -212,6 +213,7 @@ def test_cli_run_checkpoints_validates_and_resumes_exactly(corpus, tiny_json, tm
     assert [r["step"] for r in valid_rows] == [3, 6]
     assert all(math.isfinite(r["loss"]) for r in train_rows)
     assert math.isfinite(valid_rows[-1]["valid_loss"]) and math.isfinite(valid_rows[-1]["si_sdr_input"])
+    assert valid_rows[0]["valid_loss_input"] == valid_rows[1]["valid_loss_input"] > 0         # fixed valid set
     enh, ckpt = load_checkpoint(a / "last.pt", expect=TINY)               # a plain loadable checkpoint too
     assert ckpt["meta"]["trained_steps"] == 6 and not enh.training
 

@@ -33,7 +33,8 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, help=f"total optimizer steps (default {d.steps})")
     p.add_argument("--batch", type=int, help=f"global batch, split over DDP processes (default {d.batch})")
     p.add_argument("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr:g})")
-    p.add_argument("--lr-final", type=float, help=f"final lr as a fraction of --lr, cosine decay (default {d.lr_final})")
+    p.add_argument("--lr-final", type=float,
+                   help=f"final lr as a fraction of --lr, cosine decay (default {d.lr_final})")
     p.add_argument("--warmup", type=int, help=f"linear warmup steps (default {d.warmup})")
     p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {d.weight_decay:g})")
     p.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 = off (default {d.grad_clip:g})")
@@ -49,7 +50,7 @@ def add_arguments(p):
     p.add_argument("--valid-clips", type=int, help=f"clips in the fixed validation set (default {d.valid_clips})")
     p.add_argument("--seed", type=int, help=f"seed of the initial weights and the data (default {d.seed})")
     p.add_argument("--device", help="cpu or cuda (under torchrun each process takes cuda:LOCAL_RANK); default cpu")
-    p.add_argument("--workers", type=int, help=f"data loader processes per rank (default {d.workers})")
+    p.add_argument("--workers", type=int, help="data loader processes per rank (default: 0 on CPU, 4 per GPU process)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

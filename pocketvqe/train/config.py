@@ -1,6 +1,6 @@
 """The training recipe: one frozen, validated dataclass, saved beside every run and checkpoint.
 
->>> cfg = TrainConfig(steps=3000, batch=8, lr=1e-3)
+>>> cfg = TrainConfig(steps=3000, batch=8, lr=3e-3)
 >>> cfg.lr_at(0) < cfg.lr_at(cfg.warmup) == cfg.lr
 True
 >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
@@ -35,12 +35,14 @@ class TrainConfig:
     scenario the model serves; ``enroll_seconds`` is the enrollment length range (personalized).
     ckpt_every / valid_every: steps between checkpoints / validation passes (0 = only at the end).
     valid_clips: size of the fixed validation set (split ``valid``, seed ``valid_seed``).
+    workers: data-loader processes per rank; -1 = auto (0 on CPU, where a loader process only
+    competes with the compute threads, 4 per process on CUDA). threads: torch CPU threads (0 = torch's choice).
     """
 
     model: str = "dvqe-s16"
     steps: int = 2000
     batch: int = 8
-    lr: float = 1e-3
+    lr: float = 3e-3
     lr_final: float = 0.05
     warmup: int = 100
     weight_decay: float = 1e-2
@@ -59,7 +61,7 @@ class TrainConfig:
     valid_seed: int = 20240607
     seed: int = 0
     device: str = "cpu"
-    workers: int = 1
+    workers: int = -1
     threads: int = 0
 
     def __post_init__(self):
@@ -74,11 +76,13 @@ class TrainConfig:
         for name in ("steps", "batch", "valid_clips"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(f"{name}={getattr(self, name)!r} must be an integer >= 1")
-        for name in ("warmup", "ckpt_every", "valid_every", "workers", "threads", "seed", "valid_seed"):
+        if not isinstance(self.workers, int) or self.workers < -1:
+            bad(f"workers={self.workers!r} must be an integer >= 0, or -1 for auto")
+        for name in ("warmup", "ckpt_every", "valid_every", "threads", "seed", "valid_seed"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 bad(f"{name}={getattr(self, name)!r} must be an integer >= 0")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            bad(f"lr={self.lr} must be a positive number (1e-3 is a good start)")
+            bad(f"lr={self.lr} must be a positive number (3e-3 is a good start)")
         if not 0 <= self.lr_final <= 1:
             bad(f"lr_final={self.lr_final} is a fraction of lr and must lie in [0, 1]")
         if not self.weight_decay >= 0:
@@ -111,6 +115,11 @@ class TrainConfig:
         span = max(1, self.steps - self.warmup)
         t = min(1.0, (step - self.warmup) / span)
         return self.lr * (self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def resolved_workers(self) -> int:
+        if self.workers >= 0:
+            return self.workers
+        return 4 if self.device.startswith("cuda") else 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

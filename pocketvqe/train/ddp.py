@@ -115,8 +115,8 @@ def param_divergence(env: DistEnv, module: torch.nn.Module, buffers: bool = Fals
     """Largest |p_rank - p_rank0| over all parameters (and buffers) and ranks (0.0 in a single process)."""
     if not env.distributed:
         return 0.0
-    tensors = [t.detach().float().reshape(-1) for t in list(module.parameters()) + (list(module.buffers()) if buffers else [])
-               if t.dtype.is_floating_point]
+    pool = list(module.parameters()) + (list(module.buffers()) if buffers else [])
+    tensors = [t.detach().float().reshape(-1) for t in pool if t.dtype.is_floating_point]
     flat = torch.cat(tensors).to(env.device)
     ref = flat.clone()
     dist.broadcast(ref, src=0)

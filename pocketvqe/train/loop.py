@@ -1,6 +1,7 @@
 """Float training: seeded, resumable, DDP-ready; one optimizer step = one global batch of simulated clips.
 
->>> summary = train(TrainConfig(model="dvqe-s16", steps=3000), get_config("dvqe-s16"), "runs/dvqe-s16")  # doctest: +SKIP
+>>> cfg = TrainConfig(model="dvqe-s16", steps=3000)
+>>> summary = train(cfg, get_config("dvqe-s16"), "runs/dvqe-s16")            # doctest: +SKIP
 
 The run folder holds ``train_config.json`` (resolved TrainConfig + ModelConfig), ``log.jsonl``
 (one ``{"kind": "train", "step", "loss", "lr", "grad_norm", ...}`` line per step and one
@@ -231,8 +232,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, batches: list[dict]) -> dict:
-        """Mean loss and SI-SDR (output and input vs target, clips with an active target) over the
-        fixed validation set; every rank holds a shard, results are combined over ranks."""
+        """Mean loss (of the output and, as the bar to beat, of the unprocessed mic) and SI-SDR (output
+        and input vs target, clips with an active target) over the fixed validation set, also per
+        scenario; every rank holds a shard, results are combined over ranks."""
         from pocketvqe.metrics import si_sdr
         D.broadcast_buffers(self.env, self.enh)
         self.model.eval()
@@ -241,20 +243,23 @@ class Trainer:
             b = _batch_to(batch, self.device)
             out = self.model(b["mic"], b["far"], b["enroll"], b["enroll_lengths"])
             losses = self.loss_fn(out, b["target"], reduction="none").cpu().numpy()
+            in_losses = self.loss_fn(b["mic"], b["target"], reduction="none").cpu().numpy()
             est, mic, tgt = out.cpu().numpy(), batch["mic"].numpy(), batch["target"].numpy()
             for k, scen in enumerate(batch["scenario"]):
                 active = float(np.mean(tgt[k] ** 2)) > 1e-10
                 rows.append((scen, float(losses[k]), si_sdr(est[k], tgt[k]) if active else math.nan,
-                             si_sdr(mic[k], tgt[k]) if active else math.nan))
+                             si_sdr(mic[k], tgt[k]) if active else math.nan, float(in_losses[k])))
         self.model.train()
         rows = [r for part in D.all_gather_objects(self.env, rows) for r in part]
-        si = [(o, i) for _, _, o, i in rows if math.isfinite(o) and math.isfinite(i)]
-        res = {"step": self.step, "valid_loss": float(np.mean([r[1] for r in rows])), "clips": len(rows),
+        si = [(r[2], r[3]) for r in rows if math.isfinite(r[2]) and math.isfinite(r[3])]
+        res = {"step": self.step, "valid_loss": float(np.mean([r[1] for r in rows])),
+               "valid_loss_input": float(np.mean([r[4] for r in rows])), "clips": len(rows),
                "si_sdr": float(np.mean([o for o, _ in si])) if si else math.nan,
                "si_sdr_input": float(np.mean([i for _, i in si])) if si else math.nan}
         res["si_sdri"] = res["si_sdr"] - res["si_sdr_input"]
-        res["loss_by_scenario"] = {s: float(np.mean([r[1] for r in rows if r[0] == s]))
-                                   for s in sorted({r[0] for r in rows})}
+        scens = sorted({r[0] for r in rows})
+        res["loss_by_scenario"] = {s: float(np.mean([r[1] for r in rows if r[0] == s])) for s in scens}
+        res["input_loss_by_scenario"] = {s: float(np.mean([r[4] for r in rows if r[0] == s])) for s in scens}
         self.last_valid = res
         return res
 
@@ -350,8 +355,9 @@ def make_loader(cfg: TrainConfig, model_cfg: ModelConfig, env: D.DistEnv, start:
     root = cfg.data or default_root()
     sim = Simulator(root, "train", sim_config(cfg, model_cfg), seed=cfg.seed)
     local = cfg.batch // env.world
-    kw = {"num_workers": cfg.workers, "pin_memory": env.device.startswith("cuda")}
-    if cfg.workers:
+    workers = cfg.resolved_workers()
+    kw = {"num_workers": workers, "pin_memory": env.device.startswith("cuda")}
+    if workers:
         kw.update(prefetch_factor=4, persistent_workers=False)
     loader = torch.utils.data.DataLoader(StepClips(sim), batch_size=local,
                                          sampler=StepSampler(start, cfg.steps, cfg.batch, env.rank, env.world),
@@ -542,7 +548,8 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
     log.close()
     D.broadcast_buffers(env, trainer.enh)
     divergence = D.param_divergence(env, trainer.enh, buffers=True)
-    ranks = D.all_gather_objects(env, {"rank": env.rank, "device": env.device, "clips": clips_seen, "first_clip": first_clip,
+    ranks = D.all_gather_objects(env, {"rank": env.rank, "device": env.device, "clips": clips_seen,
+                                       "first_clip": first_clip,
                                        "clips_per_step": local, "train_seconds": round(t_train, 2)})
     steps_done = trainer.step - start
     summary = _clean({
@@ -554,7 +561,9 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
     if main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         v = trainer.last_valid or {}
-        say(f"done: step {trainer.step}, train loss {trainer.loss_ema:.4f}, valid loss {v.get('valid_loss', math.nan):.4f}, "
+        say(f"done: step {trainer.step}, train loss {trainer.loss_ema:.4f}, "
+            f"valid loss {v.get('valid_loss', math.nan):.4f} "
+            f"(unprocessed input {v.get('valid_loss_input', math.nan):.4f}), "
             f"SI-SDR {v.get('si_sdr', math.nan):.2f} dB (input {v.get('si_sdr_input', math.nan):.2f} dB), "
             f"{summary['steps_per_second'] or 0:.3f} steps/s")
     if divergence > 1e-6:
