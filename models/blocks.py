@@ -197,10 +197,11 @@ class Bottleneck(nn.Module):
     is LayerNorm'd; the LayerNorm'd output is also what enrollment averages into the embedding.
     """
 
-    def __init__(self, channels: int, n_bins: int, hidden: int, speaker_proj: int = 0):
+    def __init__(self, channels: int, n_bins: int, hidden: int, speaker_proj: int = 0, speaker_dim: int = 0):
         super().__init__()
         self.c, self.f, self.hidden = channels, n_bins, hidden
-        self.proj = nn.Linear(hidden, speaker_proj) if speaker_proj else None
+        self.speaker_dim = speaker_dim or hidden                      # internal embedding: the GRU's own size
+        self.proj = nn.Linear(self.speaker_dim, speaker_proj) if speaker_proj else None
         self.gru = LinearGRU(channels * n_bins + speaker_proj, hidden)
         self.norm = LayerNorm(hidden) if speaker_proj else None
         self.fc = nn.Linear(hidden, channels * n_bins)
@@ -214,7 +215,7 @@ class Bottleneck(nn.Module):
         z = x.permute(0, 2, 1, 3).reshape(B, T, C * F)                # (B, T, C*F)
         if self.proj is not None:
             if speaker is None:
-                speaker = torch.zeros(B, self.hidden, dtype=x.dtype)
+                speaker = torch.zeros(B, self.speaker_dim, dtype=x.dtype, device=x.device)
             s = self.proj(speaker).unsqueeze(1)                        # (B, 1, P)
             z = torch.cat([z, s if T == 1 else s.expand(B, T, s.shape[-1])], dim=-1)
         y, h = self.gru(z, h)                                          # (B, T, H)

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pocketvqe.errors import PocketVQEError
 
 
+SPEAKER_EMBEDDINGS = {"internal": 0, "resemblyzer": 256}     # source -> fixed dimension (0: gru_hidden)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A DeepVQE-family network (DESIGN §4).
@@ -21,8 +24,11 @@ class ModelConfig:
     27 CCM channels). far_channels: far-end encoder filters; empty means a noise-suppression-only
     model with no far-end branch. The aligned far-end features join the input of mic block
     ``align_at`` (0-based; 2 = the paper's block 3). gru_hidden: bottleneck GRU size.
-    personalized: PVQE internal speaker embedding (dimension gru_hidden), projected to
-    ``speaker_proj`` and concatenated to the GRU input.
+    personalized: PVQE speaker conditioning: an embedding projected to ``speaker_proj`` and
+    concatenated to the GRU input. ``speaker_embedding`` says where it comes from: ``internal``
+    (PVQE: the model's own LayerNorm'd GRU output averaged over an enrollment pass, dimension
+    gru_hidden) or ``resemblyzer`` (a separate speaker model's 256-d d-vector, the PVQE paper's
+    baseline; computed on the host, so device programs take it as an input).
     """
 
     name: str
@@ -39,6 +45,7 @@ class ModelConfig:
     align_at: int = 2
     personalized: bool = False
     speaker_proj: int = 32
+    speaker_embedding: str = "internal"
     compress: float = 0.3
 
     def __post_init__(self):
@@ -58,12 +65,21 @@ class ModelConfig:
             bad("channel counts and gru_hidden must be positive")
         if self.far_channels and (self.align_delay < 1 or self.align_heads < 1):
             bad("align_delay and align_heads must be >= 1")
+        if self.speaker_embedding not in SPEAKER_EMBEDDINGS:
+            bad(f"speaker_embedding must be one of {sorted(SPEAKER_EMBEDDINGS)}, not {self.speaker_embedding!r}")
         if not 0 < self.compress <= 1:
             bad("compress (power-law exponent) must be in (0, 1]")
 
     @property
     def n_bins(self) -> int:
         return self.n_fft // 2 + 1
+
+    @property
+    def speaker_dim(self) -> int:
+        """Length of the speaker embedding a personalized model takes (0 if not personalized)."""
+        if not self.personalized:
+            return 0
+        return self.gru_hidden if self.speaker_embedding == "internal" else SPEAKER_EMBEDDINGS[self.speaker_embedding]
 
     @property
     def has_far(self) -> bool:
@@ -108,6 +124,7 @@ REGISTRY: dict[str, ModelConfig] = {c.name: c for c in [
     ModelConfig("dvqe24", **_24, **_L, gru_hidden=552),
     ModelConfig("pvqe-s16", **_16, **_S, gru_hidden=192, personalized=True),
     ModelConfig("pvqe16", **_16, **_L, gru_hidden=552, personalized=True, speaker_proj=128),
+    ModelConfig("pvqe-s16-dvec", **_16, **_S, gru_hidden=192, personalized=True, speaker_embedding="resemblyzer"),
     ModelConfig("ns-s16", **_16, **{**_S, "far_channels": ()}, gru_hidden=192),
 ]}
 

@@ -57,7 +57,7 @@ class DeepVQE(nn.Module):
         self.align = (AlignBlock(cfg.mic_channels[cfg.align_at - 1], c_far, bins[cfg.align_at],
                                  cfg.align_heads, cfg.align_delay) if cfg.has_far else None)
         self.bottleneck = Bottleneck(cfg.mic_channels[-1], bins[L], cfg.gru_hidden,
-                                     cfg.speaker_proj if cfg.personalized else 0)
+                                     cfg.speaker_proj if cfg.personalized else 0, cfg.speaker_dim)
         dec = []
         for i, cout in enumerate(cfg.dec_channels):
             enc = L - 1 - i                                      # encoder block whose output is the skip
@@ -68,7 +68,7 @@ class DeepVQE(nn.Module):
 
     @property
     def speaker_dim(self) -> int:
-        return self.cfg.gru_hidden if self.cfg.personalized else 0
+        return self.cfg.speaker_dim
 
     def init_state(self, batch: int = 1) -> NetState:
         return NetState(
@@ -113,8 +113,8 @@ class DeepVQE(nn.Module):
 
     def embed(self, mic_spec, far_spec, state: NetState):
         """Enrollment features: per-frame LayerNorm'd GRU output with a zero speaker -> (B, T, H), state."""
-        if not self.cfg.personalized:
-            raise ValueError(f"{self.cfg.name} is not a personalized model")
+        if not self.cfg.personalized or self.cfg.speaker_embedding != "internal":
+            raise ValueError(f"{self.cfg.name} has no internal speaker embedding")
         skips, s_mic, s_far, s_align = self._encode(mic_spec, far_spec, state)
         feats, s_gru = self.bottleneck.features(skips[-1], state.gru, None)
         return feats, state._replace(mic=s_mic, far=s_far, align=s_align, gru=s_gru)

@@ -64,7 +64,11 @@ class Enhancer(nn.Module):
     # ---- offline convenience on numpy signals (model's sample rate) ----
     @torch.no_grad()
     def enroll(self, enroll_pcm: np.ndarray) -> torch.Tensor:
-        """Speaker embedding (H,): mean of the enrollment features over all frames."""
+        """Speaker embedding (D,): mean of the enrollment features over all frames (internal), or the
+        separate speaker model's d-vector (``speaker_embedding="resemblyzer"``)."""
+        if self.cfg.speaker_embedding != "internal":
+            from .dvector import dvector
+            return torch.from_numpy(dvector(enroll_pcm, self.cfg.sample_rate))
         x = self._frames(enroll_pcm)
         feats, _ = self.embed_frames(x, self.init_state(1))
         return feats[0].mean(0)

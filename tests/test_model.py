@@ -150,3 +150,19 @@ def test_checkpoint_errors(make_enhancer, tmp_path):
     torch.save({"hello": 1}, tmp_path / "foreign.pt")
     with pytest.raises(PocketVQEError, match="not a pocketvqe checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_separate_speaker_model_variant(make_enhancer, speech_like):
+    """pvqe-s16-dvec: conditioned on resemblyzer d-vectors (256-d, unit norm) instead of its own GRU."""
+    pytest.importorskip("resemblyzer")
+    enh = make_enhancer("pvqe-s16-dvec")
+    assert enh.speaker_dim == 256
+    a = enh.enroll(speech_like(3.0, seed=1))
+    b = enh.enroll(np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.05)
+    assert a.shape == (256,) and abs(float(a.norm()) - 1.0) < 1e-4
+    assert float(a @ b) < 0.99                           # different voices, different d-vectors
+    with pytest.raises(ValueError, match="no internal speaker embedding"):
+        enh.embed_frames(torch.zeros(1, 160), enh.init_state(1))
+    mic = speech_like(0.5, seed=3)
+    y1, y0 = enh.enhance(mic, mic, a), enh.enhance(mic, mic, torch.zeros_like(a))
+    assert np.abs(y1 - y0).max() > 1e-4

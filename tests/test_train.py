@@ -234,6 +234,14 @@ def test_cli_run_checkpoints_validates_and_resumes_exactly(corpus, tiny_json, tm
     assert sorted(lb) == [4, 5, 6]
     assert all(abs(la[s] - lb[s]) <= 1e-6 for s in lb), (la, lb)
 
+    # shipping a run strips the optimizer and writes the model card from the run's own log
+    from pocketvqe.train.card import ship
+    card = ship(a / "last.pt", tmp_path / "tiny.pt", run_dir=a, command="pocketvqe train --config tiny")
+    shipped = read_checkpoint(tmp_path / "tiny.pt")
+    assert "train_state" not in shipped and shipped["meta"]["trained_steps"] == 6
+    text = card.read_text()
+    assert "Steps: 6 " in text and "| 6 |" in text and "`pocketvqe train --config tiny`" in text
+
     # weights-only checkpoints cannot be resumed (they can seed a new run with --init)
     init_ckpt = save_checkpoint(tmp_path / "w.pt", init_checkpoint(TINY))
     assert main(["train", "--out", str(tmp_path / "c"), "--resume", str(init_ckpt)]) == 2

@@ -77,6 +77,8 @@ def speaker_embedding(enh: Enhancer, enroll: torch.Tensor, lengths: torch.Tensor
     Averages the per-frame bottleneck features over the frames lying wholly inside each clip's
     ``lengths`` samples; differentiable, so the enrollment pass trains end to end.
     """
+    if enh.cfg.speaker_embedding != "internal":          # separate speaker model: fixed, not trained
+        return _dvectors(enh, enroll, lengths)
     hop = enh.cfg.hop
     B, M = enroll.shape
     pad = (-M) % hop
@@ -91,6 +93,15 @@ def speaker_embedding(enh: Enhancer, enroll: torch.Tensor, lengths: torch.Tensor
         n = (lengths.to(feats.device) // hop).clamp(1, T)
     mask = (torch.arange(T, device=feats.device)[None, :] < n[:, None]).to(feats.dtype)   # (B, T)
     return (feats * mask.unsqueeze(-1)).sum(1) / n.to(feats.dtype).unsqueeze(-1)
+
+
+def _dvectors(enh: Enhancer, enroll: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """d-vectors (B, 256) of the enrollment clips from the separate speaker model (no gradient)."""
+    from pocketvqe.models.dvector import dvector
+    pcm = enroll.detach().cpu().numpy()
+    n = [int(x) for x in lengths] if lengths is not None else [pcm.shape[1]] * len(pcm)
+    d = [dvector(p[:k], enh.cfg.sample_rate) for p, k in zip(pcm, n)]
+    return torch.from_numpy(np.stack(d)).to(enroll.device)
 
 
 def enhance_aligned(enh: Enhancer, mic: torch.Tensor, far: torch.Tensor | None,
