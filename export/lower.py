@@ -32,45 +32,87 @@ def export_model(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor]
         return torch.export.export(module, tuple(example_inputs), strict=False)
 
 
+def rewrite_for_delegation(ep: torch.export.ExportedProgram, fold_constants: bool = False) -> torch.export.ExportedProgram:
+    """Rewrite ops XNNPACK does not take into equivalent ones it does (in place, returns ``ep``):
+    ``unsqueeze`` -> ``view`` (a reshape), ``zeros_like(x)`` -> ``x * 0``; with ``fold_constants``,
+    input-independent subgraphs (``zeros(...)`` and what is computed from them) become constants.
+    Folding is for fp32 methods only: it would turn an int8 weight's dequantize into an fp32 constant."""
+    aten = torch.ops.aten
+    changed = False
+    for node in ep.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target == aten.unsqueeze.default:
+            node.target, node.args = aten.view.default, (node.args[0], list(node.meta["val"].shape))
+            changed = True
+        elif node.target == aten.zeros_like.default:
+            node.target, node.args, node.kwargs = aten.mul.Tensor, (node.args[0], 0.0), {}
+            changed = True
+    if changed:
+        ep.graph_module.recompile()
+    if fold_constants:
+        from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+        ep = constant_prop_pass(ep)
+    return ep
+
+
 def quantize_pt2e_static(ep: torch.export.ExportedProgram, calibration: Iterable[Sequence[torch.Tensor]],
                          quantizer=None) -> torch.fx.GraphModule:
-    """PT2E post-training quantization: prepare, run ``calibration`` input tuples, convert."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    """PT2E post-training quantization: prepare, run ``calibration`` input tuples, convert.
+
+    ``convert_pt2e`` runs without its QAT conv-BN folding pass: after PTQ there is nothing to fold
+    (``prepare_pt2e`` folded the conv-BN pairs) but it traces ~100 pattern graphs (~30 s)."""
+    from unittest import mock
+
+    from torchao.quantization.pt2e import quantize_pt2e as qp
 
     from pocketvqe.quant.xnnpack import xnnpack_quantizer
-    prepared = prepare_pt2e(ep.module(), quantizer or xnnpack_quantizer())
+    prepared = qp.prepare_pt2e(ep.module(), quantizer or xnnpack_quantizer())
     with torch.no_grad():
         for inputs in calibration:
             prepared(*inputs)
-    return convert_pt2e(prepared)
+    with mock.patch.object(qp, "_fold_conv_bn_qat", lambda m: m):
+        return qp.convert_pt2e(prepared)
 
 
-def lower(ep: torch.export.ExportedProgram, constant_methods: dict | None = None):
-    """to_edge_transform_and_lower with the XNNPACK partitioner -> EdgeProgramManager."""
+def lower(ep: torch.export.ExportedProgram | dict[str, torch.export.ExportedProgram],
+          constant_methods: dict | None = None, etrecord: bool = False):
+    """to_edge_transform_and_lower with the XNNPACK partitioner -> EdgeProgramManager.
+
+    ``ep`` may be a dict ``{method name: ExportedProgram}`` (a multi-method program); with
+    ``etrecord`` the manager records what ``to_executorch().get_etrecord()`` returns."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     _quiet()
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], constant_methods=constant_methods)
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], constant_methods=constant_methods,
+                                       generate_etrecord=etrecord)
 
 
 def undelegated_compute_ops(edge) -> list[str]:
-    """Compute ops left outside every delegate (empty list: fully delegated)."""
-    gm = edge.exported_program().graph_module
+    """Compute ops left outside every delegate, over every method (empty list: fully delegated);
+    ops of a method other than ``forward`` are named ``method:op``."""
     bad = []
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        name = str(node.target)
-        if "delegate" in name or "getitem" in name or "alloc" in name:
-            continue
-        if any(op in name for op in COMPUTE_OPS) or "aten" in name:
-            bad.append(name)
+    for method in sorted(edge.methods):
+        gm = edge.exported_program(method).graph_module
+        for node in gm.graph.nodes:
+            if node.op != "call_function":
+                continue
+            name = str(node.target)
+            if "delegate" in name or "getitem" in name or "alloc" in name:
+                continue
+            if any(op in name for op in COMPUTE_OPS) or "aten" in name:
+                bad.append(name if method == "forward" else f"{method}:{name}")
     return bad
 
 
-def to_buffer(edge) -> bytes:
+def to_executorch(edge):
+    """EdgeProgramManager -> ExecutorchProgramManager (``.buffer`` is the .pte)."""
     with torch.no_grad():
-        return edge.to_executorch().buffer
+        return edge.to_executorch()
+
+
+def to_buffer(edge) -> bytes:
+    return to_executorch(edge).buffer
 
 
 def save(buffer: bytes, path: str | os.PathLike) -> None:

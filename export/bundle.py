@@ -1,0 +1,193 @@
+"""The bundled self-check (``.bpte``): the program plus K real frames and the outputs it must give.
+
+Frames come from a real clip: the PyTorch reference of the variant (float step for fp32, the
+converted int8 GraphModule for int8) streams ``warmup`` frames first so the state is a live one,
+then K consecutive frames; test case k holds ``(signals_k, *state_k)`` and the reference's
+``(enhanced_k, *state_k+1)``, so every case starts from the reference's own state (rounding
+differences do not accumulate across cases). Personalized programs also bundle enrollment cases
+(fp32). The runtime verifies each case with the variant's rtol/atol (``TOLERANCES``); on a phone
+the ExecuTorch runner does the same with the ``.bpte``.
+
+>>> data = make_bundle(prog, frames, k=8)          # frames: per-hop signal tuples of a real clip
+>>> report = verify_bundle(data)                    # raises PocketVQEError on a mismatch
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pocketvqe.errors import PocketVQEError
+
+from .enroll import EnrollFinish
+
+
+def _forward_cases(prog, frames: Sequence[Sequence[torch.Tensor]], k: int, warmup: int):
+    if len(frames) < k + warmup:
+        raise PocketVQEError(f"the bundle needs {k + warmup} frames of a real clip, got {len(frames)}: "
+                             "give a longer clip or fewer --bundle-frames")
+    state, cases = prog.step.init_state(), []
+    with torch.no_grad():
+        for t in range(warmup + k):
+            inputs = (*[s.reshape(-1) for s in frames[t]], *state)
+            out = tuple(o.detach().contiguous().clone() for o in prog.reference(*inputs))
+            if t >= warmup:
+                cases.append((inputs, out))
+            state = list(out[1:])
+    return cases
+
+
+def _enroll_cases(prog, frames, k: int):
+    enroll, cases_step = prog.enroll, []
+    acc = enroll.init_state()
+    with torch.no_grad():
+        for t in range(len(frames)):
+            inputs = (frames[t][0].reshape(-1), *acc)
+            out = tuple(o.detach().contiguous().clone() for o in enroll(*inputs))
+            if t >= len(frames) - k:
+                cases_step.append((inputs, out))
+            acc = list(out)
+        finish = EnrollFinish(enroll)
+        cases_finish = [(tuple(acc), (finish(*acc),))]
+    return cases_step, cases_finish
+
+
+def test_cases(prog, frames: Sequence[Sequence[torch.Tensor]], k: int = 8, warmup: int = 50) -> dict:
+    """{method name: [(inputs, expected outputs), ...]} for the bundle."""
+    out = {"forward": _forward_cases(prog, frames, k, warmup)}
+    if prog.enroll is not None:
+        out["enroll_step"], out["enroll_finish"] = _enroll_cases(prog, frames[:warmup + k], k)
+    return out
+
+
+def make_bundle(prog, frames: Sequence[Sequence[torch.Tensor]], k: int = 8, warmup: int = 50) -> bytes:
+    """Serialized BundledProgram (.bpte) of ``prog`` with ``k`` forward cases (and enrollment cases)."""
+    from executorch.devtools import BundledProgram
+    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
+    if prog.et_program is None:
+        raise PocketVQEError(f"{prog.name}: bundling needs the ExecuTorch program manager (export_program keeps it)")
+    suites = [MethodTestSuite(name, [MethodTestCase(inputs=list(i), expected_outputs=list(o)) for i, o in cases])
+              for name, cases in test_cases(prog, frames, k, warmup).items()]
+    return serialize_from_bundled_program_to_flatbuffer(BundledProgram(prog.et_program, suites))
+
+
+def bundle_tolerances(prog) -> dict:
+    """{method: (rtol, atol)}: the variant's for forward, fp32 ones for the enrollment methods."""
+    tol = prog.tolerances
+    out = {"forward": (tol["bundle_rtol"], tol["bundle_atol"])}
+    if "enroll" in tol:
+        e = tol["enroll"]
+        out["enroll_step"] = out["enroll_finish"] = (e["bundle_rtol"], e["bundle_atol"])
+    return out
+
+
+def _suites(buffer: bytes) -> dict:
+    from executorch.devtools.bundled_program.serialize import deserialize_from_flatbuffer_to_bundled_program
+    try:
+        bp = deserialize_from_flatbuffer_to_bundled_program(buffer)
+    except Exception as exc:                      # flatbuffers raises assorted errors on garbage
+        raise PocketVQEError(f"the .bpte is truncated or not a bundled program ({type(exc).__name__}): "
+                             "export it again") from None
+    return {s.method_name: s.test_cases for s in bp.method_test_suites}
+
+
+def verify_bundle(buffer: bytes, tolerances: dict[str, tuple[float, float]]) -> dict:
+    """Run every bundled case in the ExecuTorch runtime and compare with its expected outputs.
+
+    Returns ``{method: {"cases": n, "rtol": r, "atol": a, "max_abs_err": e}}``; raises PocketVQEError
+    naming the method and case that misses its tolerance."""
+    from executorch.extension.pybindings.portable_lib import _load_bundled_program_from_buffer
+    suites = _suites(buffer)
+    try:
+        bundle = _load_bundled_program_from_buffer(buffer)
+    except RuntimeError as exc:
+        raise PocketVQEError(f"the .bpte does not load ({exc}): it is truncated or not a bundled program") from None
+    report = {}
+    for method, cases in suites.items():
+        rtol, atol = tolerances[method]
+        worst = 0.0
+        for i, case in enumerate(cases):
+            try:
+                got = bundle.verify_result_with_bundled_expected_output(method, i, rtol, atol)
+            except RuntimeError as exc:
+                raise PocketVQEError(f"bundled self-check failed: {method} case {i} is outside rtol={rtol}, "
+                                     f"atol={atol} ({exc}); the program does not match its reference") from None
+            worst = max(worst, _max_err(case, got))
+        report[method] = {"cases": len(cases), "rtol": rtol, "atol": atol, "max_abs_err": worst}
+    return report
+
+
+def _max_err(case, got) -> float:
+    """Largest |runtime - expected| over the float outputs of one bundled case."""
+    from executorch.devtools.bundled_program.schema import bundled_program_schema as bp_schema
+    errs = [0.0]
+    for want, have in zip(case.expected_outputs, got):
+        if not isinstance(want.val, bp_schema.Tensor) or not isinstance(have, torch.Tensor):
+            continue
+        w = np.frombuffer(bytes(want.val.data), dtype=np.float32)
+        errs.append(float(np.abs(have.reshape(-1).numpy().astype(np.float32) - w).max()))
+    return max(errs)
+
+
+def real_clip_frames(enhancer, data=None, seed: int = 1, split: str = "test", index: int = 0,
+                     seconds: float = 4.0) -> list[tuple[torch.Tensor, ...]]:
+    """Per-hop step signals of one simulated clip (``split``; noisy speech, echo with a far end,
+    the float model's enrollment of the clip's speaker for personalized models)."""
+    from pocketvqe.data import SimConfig, Simulator, default_root, prepare_corpus
+    cfg = enhancer.cfg
+    root = default_root() if data is None else data
+    from pathlib import Path
+    if not (Path(root) / "manifest.json").exists():
+        root = prepare_corpus(root, quick=data is None, progress=False)
+        root = root.parent if root.name == "manifest.json" else root
+    sim = Simulator(root, split=split, seed=seed,
+                    config=SimConfig(clip_seconds=float(seconds), personalized=cfg.personalized))
+    m = sim.make(index, scenario="double_talk" if cfg.has_far else "noise")
+    return clip_frames(enhancer, m.mic, m.far if cfg.has_far else None,
+                       m.enroll if cfg.personalized else None)
+
+
+def clip_frames(enhancer, mic, far=None, enroll=None) -> list[tuple[torch.Tensor, ...]]:
+    """Whole signals (model rate) -> per-hop step signal tuples (speaker: float enrollment of ``enroll``;
+    a model with a far end gets a silent one when ``far`` is None)."""
+    cfg, hop = enhancer.cfg, enhancer.cfg.hop
+    if cfg.has_far and far is None:
+        far = np.zeros(len(mic), np.float32)
+    spk = enhancer.enroll(enroll).float().reshape(-1) if cfg.personalized else None
+    frames = []
+    for t in range(len(mic) // hop):
+        sig = [torch.from_numpy(np.asarray(mic[t * hop:(t + 1) * hop], np.float32).copy())]
+        if cfg.has_far:
+            sig.append(torch.from_numpy(np.asarray(far[t * hop:(t + 1) * hop], np.float32).copy()))
+        if spk is not None:
+            sig.append(spk)
+        frames.append(tuple(sig))
+    return frames
+
+
+def stream(fn, frames, state) -> np.ndarray:
+    """Thread ``state`` through a step callable over ``frames``; the enhanced hops concatenated."""
+    ys = []
+    with torch.no_grad():
+        for sig in frames:
+            res = fn(*sig, *state)
+            ys.append(np.asarray(res[0]).reshape(-1))
+            state = list(res[1:])
+    return np.concatenate(ys)
+
+
+def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
+    noise = float(np.sum((ref - test) ** 2))
+    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref ** 2) / noise))
+
+
+def program_snr(prog, frames) -> float:
+    """SNR (dB) of the program (ExecuTorch runtime) vs its PyTorch reference over ``frames``."""
+    from .lower import load_method
+    method = load_method(prog.buffer)
+    got = stream(lambda *a: method.execute(a), frames, prog.step.init_state())
+    want = stream(prog.reference, frames, prog.step.init_state())
+    return snr_db(want, got)

@@ -1,0 +1,220 @@
+"""Run a ``.pte`` device program on whole signals, frame by frame through ``executorch.runtime``.
+
+Importing this module registers the ``.pte`` loader with :mod:`pocketvqe.inference`, so
+`pocketvqe enhance --model x.pte` and `pocketvqe eval` run programs with the same contract as
+checkpoints: ``cfg``, ``enroll(pcm) -> speaker``, ``enhance(mic, far, speaker) -> np.ndarray``
+(model rate, aligned to the input, same length). The program describes itself through its
+constant methods (:func:`export.program.metadata`); a file that is not a pocketvqe program, a
+format this pocketvqe cannot run, a truncated file or a state of the wrong shape is refused with
+a :class:`PocketVQEError` that says what to do.
+
+>>> prog = ProgramModel("build/pvqe-s16-ptq.pte")                          # doctest: +SKIP
+>>> y = prog.enhance(mic, speaker=prog.enroll(enroll_pcm))                  # doctest: +SKIP
+>>> out, state = prog.step(mic[:160], state=prog.init_state())              # one hop  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pocketvqe import __version__
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.inference import register_loader
+
+from .program import FORMAT
+
+READABLE_FORMATS = (FORMAT,)
+_PTE_ID = b"ET12"                    # flatbuffer file identifier of an ExecuTorch program (bytes 4..8)
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
+def check_metadata(meta: dict, source: str, expect: str | None = None) -> None:
+    """Refuse programs this pocketvqe cannot run (format, newer version, another model)."""
+    fmt = meta.get("format_version")
+    if fmt is None:
+        raise PocketVQEError(f"{source} is an ExecuTorch program but not a pocketvqe one (no format_version "
+                             "method): export it with `pocketvqe export`")
+    if fmt not in READABLE_FORMATS:
+        raise PocketVQEError(f"{source} has program format {fmt!r} (pocketvqe {meta.get('pocketvqe_version', '?')}); "
+                             f"this pocketvqe {__version__} runs {', '.join(READABLE_FORMATS)}: re-export it "
+                             "with this version (`pocketvqe export --ckpt X`) or install the version that made it")
+    theirs = str(meta.get("pocketvqe_version", "0.0"))
+    if _major_minor(theirs) > _major_minor(__version__):
+        raise PocketVQEError(f"{source} was made by pocketvqe {theirs}, newer than this {__version__}: "
+                             "upgrade pocketvqe or re-export the program with this version")
+    if expect is not None and meta.get("model_name") != expect:
+        raise PocketVQEError(f"{source} is a {meta.get('model_name')!r} program, not {expect!r}: "
+                             f"use a program exported from {expect!r}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise PocketVQEError(f"{path} is empty or truncated ({len(data)} bytes): export it again")
+    if data[4:8] != _PTE_ID:
+        what = "a bundled program (.bpte): give the .pte beside it" if data[4:8].startswith(b"BP") \
+            else "not an ExecuTorch program"
+        raise PocketVQEError(f"{path} is {what}")
+    return data
+
+
+class ProgramModel:
+    """A loaded ``.pte``: ``cfg``, ``metadata``, ``state_names`` / ``state_shapes``, ``step``,
+    ``enroll``, ``enhance``. The program bytes are held for the object's lifetime (the runtime
+    does not copy them)."""
+
+    def __init__(self, path: str | os.PathLike, expect: str | None = None):
+        from executorch.runtime import Runtime
+
+        from pocketvqe.models import ModelConfig
+        self.path = Path(path)
+        self._data = _read_bytes(self.path)
+        try:
+            self._program = Runtime.get().load_program(self._data)
+        except (RuntimeError, ValueError) as exc:
+            raise PocketVQEError(f"{self.path} does not load as an ExecuTorch program ({str(exc)[:120]}): "
+                                 "it is truncated or corrupt; export it again") from None
+        self.metadata = self._read_metadata()
+        check_metadata(self.metadata, str(self.path), expect)
+        self.cfg = ModelConfig.from_dict(json.loads(self.metadata["config_json"]))
+        self.quant = self.metadata["quant_mode"]
+        self.state_names = _names(self.metadata["state_names"])
+        self.state_shapes = [tuple(s) for s in json.loads(self.metadata["state_shapes"])]
+        self.enroll_state_shapes = [tuple(s) for s in json.loads(self.metadata.get("enroll_state_shapes", "[]"))]
+        self.n_signals = 1 + int(self.cfg.has_far) + int(self.cfg.personalized)
+        self._methods: dict = {}
+        self._check_forward_signature()
+
+    # ---- loading ----
+    def _read_metadata(self) -> dict:
+        names = self._program.method_names
+        meta = {}
+        for name in names:
+            if name in ("forward", "enroll_step", "enroll_finish"):
+                continue
+            try:
+                out = self._program.load_method(name).execute([])
+            except RuntimeError:
+                continue
+            if len(out) == 1 and isinstance(out[0], (int, float, str, bool)):
+                meta[name] = out[0]
+        if "forward" not in names:
+            raise PocketVQEError(f"{self.path} has no forward method: it is not a pocketvqe program")
+        return meta
+
+    def _check_forward_signature(self) -> None:
+        info = self._program.metadata("forward")
+        n_in = info.num_inputs()
+        if n_in != self.n_signals + len(self.state_shapes):
+            raise PocketVQEError(f"{self.path}: forward takes {n_in} inputs but its metadata describes "
+                                 f"{self.n_signals} signals + {len(self.state_shapes)} states: the file is "
+                                 "corrupt or was edited; export it again")
+
+    def method(self, name: str):
+        if name not in self._methods:
+            if name not in self._program.method_names:
+                raise PocketVQEError(f"{self.path.name} has no method {name!r} (it has "
+                                     f"{', '.join(sorted(self._program.method_names))})")
+            self._methods[name] = self._program.load_method(name)
+        return self._methods[name]
+
+    # ---- one hop ----
+    def init_state(self) -> list[torch.Tensor]:
+        return [torch.zeros(s) for s in self.state_shapes]
+
+    def step(self, mic, far=None, speaker=None, state=None) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """One hop: ``mic[hop]`` (+ ``far[hop]``, ``speaker[D]``), state -> (enhanced[hop], new state)."""
+        cfg, hop = self.cfg, self.cfg.hop
+        sig = [_vector(mic, hop, "mic", f"one hop is {hop} samples at {cfg.sample_rate} Hz")]
+        if cfg.has_far:
+            sig.append(_vector(np.zeros(hop, np.float32) if far is None else far, hop, "far",
+                               f"one hop is {hop} samples at {cfg.sample_rate} Hz"))
+        elif far is not None:
+            raise PocketVQEError(f"{cfg.name} has no far-end input: drop far")
+        if cfg.personalized:
+            if speaker is None:
+                raise PocketVQEError(f"{cfg.name} is personalized: pass the enrolled speaker embedding "
+                                     "(enroll(pcm), or --enroll ENROLL.wav)")
+            sig.append(_vector(speaker, cfg.speaker_dim, "speaker", "enroll the speaker with this program"))
+        state = self.init_state() if state is None else self._check_state(state, self.state_shapes, "state")
+        out = self.method("forward").execute(sig + list(state))
+        return out[0].numpy().reshape(-1), list(out[1:])
+
+    def _check_state(self, state, shapes, what: str) -> list[torch.Tensor]:
+        state = [torch.as_tensor(s, dtype=torch.float32).contiguous() for s in state]
+        if len(state) != len(shapes):
+            raise PocketVQEError(f"{self.path.name} takes {len(shapes)} {what} tensors, got {len(state)}: "
+                                 "start from init_state() and pass back what the last call returned")
+        names = self.state_names if what == "state" else _names(self.metadata.get("enroll_state_names", ""))
+        for i, (s, shape) in enumerate(zip(state, shapes)):
+            if tuple(s.shape) != tuple(shape):
+                name = names[i] if i < len(names) else str(i)
+                raise PocketVQEError(f"{what} tensor {i} ({name}) has shape {tuple(s.shape)}, the program "
+                                     f"expects {tuple(shape)}: start from init_state()")
+        return state
+
+    # ---- whole signals (the pocketvqe.inference contract) ----
+    def enroll(self, enroll_pcm: np.ndarray) -> torch.Tensor:
+        """Speaker embedding (D,) from enrollment audio at the model's rate, computed by the program."""
+        cfg = self.cfg
+        if not cfg.personalized:
+            raise PocketVQEError(f"{cfg.name} is not personalized: it takes no enrollment")
+        if cfg.speaker_embedding != "internal":
+            from pocketvqe.models.dvector import dvector            # a separate host-side speaker model
+            return torch.from_numpy(dvector(np.asarray(enroll_pcm, np.float32), cfg.sample_rate))
+        hop = cfg.hop
+        x = np.asarray(enroll_pcm, np.float32).reshape(-1)
+        x = np.pad(x, (0, (-len(x)) % hop))                      # as Enhancer.enroll: whole hops
+        acc = [torch.zeros(s) for s in self.enroll_state_shapes]
+        step = self.method("enroll_step")
+        for t in range(len(x) // hop):
+            acc = list(step.execute([torch.from_numpy(x[t * hop:(t + 1) * hop].copy()), *acc]))
+        return self.method("enroll_finish").execute(acc)[0].reshape(-1).clone()
+
+    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker=None) -> np.ndarray:
+        """Stream the program over ``mic`` (model rate); output aligned to the input, same length."""
+        cfg, hop = self.cfg, self.cfg.hop
+        delay, n = cfg.algorithmic_latency_samples, len(mic)
+        total = n + delay
+        total += (-total) % hop
+        x = np.pad(np.asarray(mic, np.float32), (0, total - n))
+        f = None
+        if cfg.has_far:
+            f = np.zeros(total, np.float32)
+            if far is not None:
+                k = min(len(far), total)
+                f[:k] = np.asarray(far, np.float32)[:k]
+        state, ys = self.init_state(), []
+        for t in range(total // hop):
+            y, state = self.step(x[t * hop:(t + 1) * hop], None if f is None else f[t * hop:(t + 1) * hop],
+                                 speaker, state)
+            ys.append(y)
+        return np.concatenate(ys)[delay:delay + n]
+
+
+def _names(text: str) -> list[str]:
+    return [s for s in str(text).split(",") if s]
+
+
+def _vector(x, n: int, what: str, hint: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x, np.float32)).reshape(-1)
+    if t.numel() != n:
+        raise PocketVQEError(f"{what} has {t.numel()} samples, the program takes {n}: {hint}")
+    return t
+
+
+def load(path: Path) -> ProgramModel:
+    return ProgramModel(path)
+
+
+register_loader(".pte", load)

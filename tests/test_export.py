@@ -1,0 +1,249 @@
+"""Device programs (.pte): parity with the PyTorch references, enrollment, metadata, bundle, bad input.
+
+Real speech: the LibriVox recordings of Debian's pocketsphinx-testdata (16 kHz) mixed with noise.
+Exports are shared per module (each takes 20-60 s on this machine): ns-s16 fp32 (through the
+`pocketvqe export` CLI) and int8 PTQ, pvqe-s16 fp32 (with the enrollment methods). Models are
+random-init with non-trivial BatchNorm statistics, so int8 ranges are like a trained model's.
+Tolerances (DESIGN §8): fp32 .pte vs eager step SNR > 70 dB; int8 .pte vs the int8 reference
+SNR > 35 dB; enrollment cosine > 0.999.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.export.bundle import (bundle_tolerances, clip_frames, make_bundle, snr_db, stream, verify_bundle)
+from pocketvqe.export.program import FORMAT, export_program, resolve_quant, write_program
+from pocketvqe.export.runner import ProgramModel
+from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models.checkpoint import save_checkpoint
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+def _randomized(name: str, seed: int = 0) -> Enhancer:
+    """As conftest's bn_randomizer (module-scoped fixtures cannot use function fixtures)."""
+    torch.manual_seed(seed)
+    enh = Enhancer(get_config(name))
+    g = torch.Generator().manual_seed(seed)
+    for m in enh.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return enh.eval()
+
+
+def _speech(seconds: float, index: int = 0) -> np.ndarray:
+    from pocketvqe.audio import read_audio, resample
+    files = sorted(LIBRIVOX.glob("*.wav"))
+    assert files, f"no LibriVox recordings in {LIBRIVOX}: install the Debian package pocketsphinx-testdata"
+    x = np.concatenate([resample(*read_audio(f)[:1], read_audio(f)[1], 16000) for f in files[index:index + 4]])
+    return x[:int(seconds * 16000)].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clip() -> dict:
+    """2.5 s of real speech + noise (mic), another speaker (enrollment), 16 kHz."""
+    rng = np.random.default_rng(0)
+    speech = _speech(6.0)
+    mic = speech[:40000] + 0.01 * rng.standard_normal(40000).astype(np.float32)
+    return {"mic": mic.astype(np.float32), "enroll": speech[48000:96000]}
+
+
+@pytest.fixture(scope="module")
+def ns(tmp_path_factory, clip):
+    """ns-s16: checkpoint, fp32 program made by `pocketvqe export` (with --clip), int8 PTQ program."""
+    from pocketvqe.audio import write_audio
+    from pocketvqe.cli import main
+    d = tmp_path_factory.mktemp("ns")
+    enh = _randomized("ns-s16")
+    ckpt = save_checkpoint(d / "ns.pt", enh)
+    write_audio(d / "clip.wav", clip["mic"], 16000)
+    assert main(["export", "--ckpt", str(ckpt), "--quant", "none", "--clip", str(d / "clip.wav"),
+                 "--bundle-frames", "4", "--out", str(d / "out")]) == 0
+    frames = clip_frames(enh, clip["mic"])
+    int8 = export_program(enh, "ptq", frames[:120])           # calibration: the first 1.2 s of the clip
+    return {"dir": d, "enh": enh, "ckpt": ckpt, "fp32": d / "out" / "ns-s16-fp32.pte", "int8": int8,
+            "frames": frames}
+
+
+@pytest.fixture(scope="module")
+def pvqe(clip):
+    enh = _randomized("pvqe-s16")
+    return {"enh": enh, "prog": export_program(enh, "fp32")}
+
+
+# ---------------------------------------------------------------------------------------------- parity
+def test_fp32_program_matches_eager_step(ns):
+    from pocketvqe.export.step import StreamStep
+    model = ProgramModel(ns["fp32"])
+    step = StreamStep(ns["enh"]).eval()
+    def call(mic, *state):
+        y, new = model.step(mic, state=state)
+        return (y, *new)
+    got = stream(call, ns["frames"], model.init_state())
+    want = stream(step, ns["frames"], step.init_state())
+    assert snr_db(want, got) > 70.0, f"fp32 .pte vs eager: {snr_db(want, got):.1f} dB"
+
+
+def test_int8_program_matches_int8_reference(ns):
+    prog = ns["int8"]
+    assert prog.quant == "ptq" and prog.name == "ns-s16-ptq"
+    from pocketvqe.export.lower import load_method
+    method = load_method(prog.buffer)
+    eval_frames = ns["frames"][120:]                          # not the calibration frames
+    got = stream(lambda *a: method.execute(a), eval_frames, prog.step.init_state())
+    want = stream(prog.reference, eval_frames, prog.step.init_state())
+    snr = snr_db(want, got)
+    print(f"int8 .pte vs int8 reference: {snr:.1f} dB; size ratio int8/fp32 "
+          f"{len(prog.buffer) / ns['fp32'].stat().st_size:.2f}")
+    assert snr > 35.0
+
+
+def test_enhance_cli_with_pte_equals_checkpoint(ns, clip):
+    from pocketvqe.audio import read_audio, write_audio
+    from pocketvqe.cli import main
+    d = ns["dir"]
+    mic = clip["mic"][:16000 * 2 + 77]                         # not a whole number of hops
+    write_audio(d / "mic44.wav", np.interp(np.arange(0, len(mic), 16000 / 44100), np.arange(len(mic)), mic), 44100)
+    outs = {}
+    for kind, model in (("pt", ns["ckpt"]), ("pte", ns["fp32"])):
+        assert main(["enhance", "--model", str(model), "--mic", str(d / "mic44.wav"),
+                     "--out", str(d / f"y-{kind}.wav")]) == 0
+        outs[kind], sr = read_audio(d / f"y-{kind}.wav")
+        assert sr == 44100
+    assert len(outs["pt"]) == len(outs["pte"])
+    assert snr_db(outs["pt"], outs["pte"]) > 70.0
+
+
+# ---------------------------------------------------------------------------------------------- metadata, files
+def test_metadata_round_trip_and_manifest(ns):
+    model = ProgramModel(ns["fp32"])
+    meta = model.metadata
+    cfg = get_config("ns-s16")
+    assert model.cfg == cfg and model.quant == "fp32"
+    assert meta["format_version"] == FORMAT and meta["model_name"] == "ns-s16"
+    assert (meta["sample_rate"], meta["hop"], meta["n_fft"]) == (16000, 160, 320)
+    assert meta["algorithmic_delay_samples"] == 160 and meta["speaker_dim"] == 0
+    assert meta["method_names"] == "forward"
+    assert model.state_shapes == [tuple(s.shape) for s in model.init_state()]
+    man = json.loads((ns["fp32"].parent / "manifest.json").read_text())
+    entry = man["programs"]["ns-s16-fp32"]
+    assert entry["delegation"]["undelegated_compute_ops"] == []
+    assert entry["tolerances"]["snr_db"] == 70.0 and entry["checks"]["snr_db_vs_reference"] > 70.0
+    files = {f["file"]: f for f in man["files"]}
+    assert set(files) == {"ns-s16-fp32.pte", "ns-s16-fp32.bpte", "ns-s16-fp32.etrecord"}
+    assert files["ns-s16-fp32.pte"]["bytes"] == ns["fp32"].stat().st_size
+    assert ProgramModel(ns["fp32"]).metadata == meta
+
+
+def test_int8_metadata_names_the_quant_mode(ns):
+    meta = ns["int8"].metadata
+    assert meta["quant_mode"] == "ptq" and json.loads(meta["quant_json"])["mode"] == "ptq"
+
+
+# ---------------------------------------------------------------------------------------------- enrollment
+def test_device_enrollment_equals_checkpoint(pvqe, clip, tmp_path):
+    prog, enh = pvqe["prog"], pvqe["enh"]
+    assert prog.metadata["method_names"] == "forward,enroll_step,enroll_finish"
+    path = write_program(prog, tmp_path)
+    model = ProgramModel(path)
+    want = enh.enroll(clip["enroll"])
+    got = model.enroll(clip["enroll"])
+    cos = torch.nn.functional.cosine_similarity(want, got, dim=0).item()
+    assert cos > 0.999, f"cosine {cos}"
+    mic = clip["mic"][:16000]
+    y_pte = model.enhance(mic, speaker=got)
+    y_ref = enh.enhance(mic, speaker=want)
+    assert snr_db(y_ref, y_pte) > 70.0
+
+
+# ---------------------------------------------------------------------------------------------- bundle
+def test_bundles_verify_and_catch_a_wrong_program(ns, pvqe, clip):
+    report = verify_bundle((ns["fp32"].with_suffix(".bpte")).read_bytes(), {"forward": (1e-3, 1e-4)})
+    assert report["forward"]["cases"] == 4
+    int8 = ns["int8"]
+    rep8 = verify_bundle(make_bundle(int8, ns["frames"], k=4), bundle_tolerances(int8))
+    print("int8 bundle", rep8)
+    frames = clip_frames(pvqe["enh"], clip["mic"][:3200], None, clip["enroll"][:3200])
+    rep_p = verify_bundle(make_bundle(pvqe["prog"], frames, k=3, warmup=10), bundle_tolerances(pvqe["prog"]))
+    assert set(rep_p) == {"forward", "enroll_step", "enroll_finish"}
+
+    class Off(torch.nn.Module):                               # a reference the program does not match
+        def forward(self, *a):
+            y, *s = int8.reference(*a)
+            return (y + 0.5, *s)
+    bad = type(int8)(**{**int8.__dict__, "reference": Off()})
+    with pytest.raises(PocketVQEError, match="self-check failed: forward case 0"):
+        verify_bundle(make_bundle(bad, ns["frames"], k=2), bundle_tolerances(int8))
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_truncated_or_foreign_files_are_refused(ns, tmp_path):
+    data = ns["fp32"].read_bytes()
+    (tmp_path / "cut.pte").write_bytes(data[:len(data) // 3])
+    with pytest.raises(PocketVQEError, match="truncated or corrupt"):
+        ProgramModel(tmp_path / "cut.pte")
+    (tmp_path / "tiny.pte").write_bytes(data[:5])
+    with pytest.raises(PocketVQEError, match="truncated"):
+        ProgramModel(tmp_path / "tiny.pte")
+    (tmp_path / "noise.pte").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(PocketVQEError, match="not an ExecuTorch program"):
+        ProgramModel(tmp_path / "noise.pte")
+    (tmp_path / "b.pte").write_bytes(ns["fp32"].with_suffix(".bpte").read_bytes())
+    with pytest.raises(PocketVQEError, match="bundled program"):
+        ProgramModel(tmp_path / "b.pte")
+    with pytest.raises(PocketVQEError, match="'ns-s16' program, not 'dvqe-s16'"):
+        ProgramModel(ns["fp32"], expect="dvqe-s16")
+
+
+def _toy_program(path: Path, meta: dict) -> Path:
+    from pocketvqe.export.lower import export_model, lower, to_buffer
+    lin = torch.nn.Linear(4, 4).eval()
+    path.write_bytes(to_buffer(lower(export_model(lin, (torch.zeros(4),)), constant_methods=meta or None)))
+    return path
+
+
+def test_foreign_or_newer_programs_are_refused(ns, tmp_path):
+    meta = ProgramModel(ns["fp32"]).metadata
+    with pytest.raises(PocketVQEError, match="not a pocketvqe one"):
+        ProgramModel(_toy_program(tmp_path / "plain.pte", {}))
+    with pytest.raises(PocketVQEError, match="program format 'pocketvqe-pte-0'"):
+        ProgramModel(_toy_program(tmp_path / "old.pte", {**meta, "format_version": "pocketvqe-pte-0"}))
+    with pytest.raises(PocketVQEError, match="newer than this"):
+        ProgramModel(_toy_program(tmp_path / "new.pte", {**meta, "pocketvqe_version": "99.0.0"}))
+    with pytest.raises(PocketVQEError, match="forward takes 1 inputs"):   # metadata does not fit the program
+        ProgramModel(_toy_program(tmp_path / "edited.pte", meta))
+
+
+def test_wrong_hop_state_or_missing_enrollment(ns, pvqe, tmp_path):
+    from pocketvqe.inference import enhance_arrays, load_model
+    model = load_model(ns["fp32"])
+    assert isinstance(model, ProgramModel)
+    with pytest.raises(PocketVQEError, match="mic has 441 samples, the program takes 160"):
+        model.step(np.zeros(441, np.float32))                  # 10 ms at 44.1 kHz: wrong rate for the program
+    state = model.init_state()
+    state[3] = torch.zeros(1, 2, 3)
+    with pytest.raises(PocketVQEError, match=r"state tensor 3 \(net\.mic\.2\.conv\) has shape \(1, 2, 3\)"):
+        model.step(np.zeros(160, np.float32), state=state)
+    with pytest.raises(PocketVQEError, match="takes 12 state tensors, got 2"):
+        model.step(np.zeros(160, np.float32), state=state[:2])
+    personal = ProgramModel(write_program(pvqe["prog"], tmp_path))
+    with pytest.raises(PocketVQEError, match="--enroll"):
+        enhance_arrays(personal, np.zeros(16000, np.float32), 16000)
+    with pytest.raises(PocketVQEError, match="pass the enrolled speaker"):
+        personal.step(np.zeros(160, np.float32))
+
+
+def test_quant_modes_resolve():
+    assert resolve_quant("none") == ("fp32", None) and resolve_quant("int8") == ("ptq", None)
+    assert resolve_quant("x/q.pt2") == ("qat", Path("x/q.pt2"))
+    with pytest.raises(PocketVQEError, match="--quant PATH.pt2"):
+        resolve_quant("qat")
+    with pytest.raises(PocketVQEError, match="unknown quant mode 'int4'"):
+        resolve_quant("int4")
