@@ -172,10 +172,48 @@ def _load_checkpoint_processor(path: Path, name: str | None = None) -> Processor
     return CheckpointProcessor(path, name=name)
 
 
-# suffix -> loader(path, name=None) -> Processor. The lead adds ".pt2" (quantized ExportedProgram)
-# and ".pte" (ExecuTorch program) here, one line each.
+def _load_pt2_processor(path: Path, name: str | None = None) -> Processor:
+    from pocketvqe.quant.reference import QuantizedProcessor     # the PyTorch int8 reference
+    return QuantizedProcessor(path, name=name)
+
+
+def _load_pte_processor(path: Path, name: str | None = None) -> Processor:
+    return ProgramProcessor(path, name=name)
+
+
+class ProgramProcessor:
+    """An ExecuTorch ``.pte`` run frame by frame in-process (executorch.runtime, host kernels)."""
+
+    scenarios = None
+
+    def __init__(self, path: Path, name: str | None = None):
+        from pocketvqe.export.runner import ProgramModel
+        self.path = Path(path)
+        self.model = ProgramModel(self.path)
+        self.cfg = self.model.cfg
+        self.name = name or self.path.stem
+        self.personalized = bool(self.cfg.personalized)
+        self.last_compute_s: float | None = None
+
+    def process(self, mixture) -> np.ndarray:
+        from .inference import enhance_arrays
+        t0 = time.perf_counter()
+        y = enhance_arrays(self.model, mixture.mic, mixture.sample_rate,
+                           far=mixture.far if self.cfg.has_far else None, far_sr=mixture.sample_rate,
+                           enroll=mixture.enroll if self.personalized else None, enroll_sr=mixture.sample_rate)
+        self.last_compute_s = time.perf_counter() - t0
+        return y
+
+    def describe(self) -> dict:
+        return {"kind": "program", "path": str(self.path), "model": self.cfg.name,
+                "quant": self.model.metadata.get("quant_mode")}
+
+
+# suffix -> loader(path, name=None) -> Processor: checkpoints, quantized ExportedPrograms, ExecuTorch programs.
 LOADERS: dict[str, Callable[..., Processor]] = {
     ".pt": _load_checkpoint_processor,
+    ".pt2": _load_pt2_processor,
+    ".pte": _load_pte_processor,
 }
 IDENTITY_NAMES = ("identity", "input")
 

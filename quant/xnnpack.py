@@ -36,6 +36,68 @@ def _share_qparams_through_data_movement(model: torch.fx.GraphModule) -> None:
         n.meta[key] = QuantizationAnnotation(input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True)
 
 
+# Modules whose own ops are signal processing, not network: the STFT/iSTFT (DFT matmuls on PCM), the
+# power-law compression (|X|^2 -> log -> exp: a dynamic range no 8-bit grid holds) and the CCM
+# (mask x spectrum). With ``float_dsp`` their ops stay fp32 (XNNPACK runs them in fp32 inside the
+# delegate); the network's convs, GRU and linears still take int8 inputs.
+DSP_MODULES = ("", "enhancer", "enhancer.stft", "enhancer.net")
+
+
+def _innermost_module(n: Node) -> str:
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    name = list(stack.values())[-1][0]
+    return name[len("L['self']."):] if name.startswith("L['self'].") else name
+
+
+def _unannotate_dsp(model: torch.fx.GraphModule) -> None:
+    key = "quantization_annotation"
+    for n in model.graph.nodes:
+        if n.op == "call_function" and key in n.meta and _innermost_module(n) in DSP_MODULES:
+            del n.meta[key]
+
+
+def _unannotate_modules(model: torch.fx.GraphModule, names: tuple[str, ...]) -> None:
+    """Drop the annotations of ops inside the modules ``names`` (and their submodules): they stay fp32.
+    (XNNPACKQuantizer.set_module_name(name, None) asserts in executorch 1.4.1.)"""
+    key, keep = "quantization_annotation", set(names)
+    for n in model.graph.nodes:
+        if n.op != "call_function" or key not in n.meta:
+            continue
+        stack = [v[0] for v in (n.meta.get("nn_module_stack") or {}).values()]
+        stack = [m[len("L['self']."):] if m.startswith("L['self'].") else m for m in stack]
+        if keep.intersection(stack):
+            del n.meta[key]
+
+
+def _drop_dangling_shares(model: torch.fx.GraphModule) -> None:
+    """After annotations were removed, drop every annotation that shares qparams with an output or
+    an input edge that is no longer quantized (repeat until none is left)."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+    key = "quantization_annotation"
+
+    def alive(ref) -> bool:
+        if isinstance(ref, Node):
+            ann = ref.meta.get(key)
+            return ann is not None and ann.output_qspec is not None
+        src, dst = ref
+        ann = dst.meta.get(key)
+        return ann is not None and ann.input_qspec_map.get(src) is not None
+
+    changed = True
+    while changed:
+        changed = False
+        for n in model.graph.nodes:
+            ann = n.meta.get(key)
+            if ann is None:
+                continue
+            specs = list(ann.input_qspec_map.values()) + [ann.output_qspec]
+            if any(isinstance(q, SharedQuantizationSpec) and not alive(q.edge_or_node) for q in specs):
+                del n.meta[key]
+                changed = True
+
+
 OBSERVERS = ("minmax", "moving_average", "histogram")
 
 
@@ -48,13 +110,15 @@ def _activation_observer(name: str):
 
 
 def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float: tuple[str, ...] = (),
-                      observer: str = "minmax"):
+                      observer: str = "minmax", float_dsp: bool = False):
     """XNNPACKQuantizer with static int8 activations and symmetric int8 weights (+ the fixes above).
 
     ``observer``: activation range observer for PTQ calibration: ``minmax`` (default, fast, keeps
     every calibrated peak), ``moving_average`` or ``histogram`` (XNNPACK's default; MSE-optimal
     ranges but ~20x slower to calibrate on thousands of streamed frames).
     ``keep_float``: module name prefixes (e.g. ``enhancer.net.dec.3``) whose ops stay fp32.
+    ``float_dsp``: keep the STFT, power-law compression and CCM ops fp32 (see ``DSP_MODULES``); the
+    quant flows (``pocketvqe.quant``) turn it on: int8 PCM and int8 power spectra cost 20-40 dB SQNR.
     """
     import dataclasses
 
@@ -64,6 +128,12 @@ def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float
     class StreamingXNNPACKQuantizer(XNNPACKQuantizer):
         def annotate(self, model):
             model = super().annotate(model)
+            if float_dsp:
+                _unannotate_dsp(model)
+            if keep_float:
+                _unannotate_modules(model, tuple(keep_float))
+            if float_dsp or keep_float:
+                _drop_dangling_shares(model)
             _share_qparams_through_data_movement(model)
             return model
 
@@ -72,7 +142,4 @@ def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float
     if not is_qat and observer != "histogram":
         act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=ctr.with_args(eps=2 ** -12))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
-    q = StreamingXNNPACKQuantizer().set_global(config)
-    for name in keep_float:
-        q.set_module_name(name, None)
-    return q
+    return StreamingXNNPACKQuantizer().set_global(config)

@@ -1,0 +1,115 @@
+"""`pocketvqe quantize`: float checkpoint -> int8 step (.pt2) by PTQ or QAT.
+
+    pocketvqe quantize --ckpt X.pt --mode ptq [--observer minmax|moving_average|histogram]
+                       [--keep-float net.dec.3,...] [--calib-clips 16] [--calib-seconds 4] --out q.pt2
+    pocketvqe quantize --ckpt X.pt --mode qat [--steps 200] [--lr 1e-4] [--batch 8] ... --out q.pt2
+    torchrun --nproc_per_node 2 -m pocketvqe.cli quantize --ckpt X.pt --mode qat ... --out q.pt2   # DDP
+
+Writes q.pt2 (the int8 step ExportedProgram with its config, quant config, calibration summary and
+versions; see ``pocketvqe.quant.artifact``), q.json beside it (the same description) and, for
+QAT, q.loss.json (the loss curve). `pocketvqe enhance --model q.pt2` runs it.
+"""
+from __future__ import annotations
+
+HELP = "quantize a checkpoint to an int8 step program (.pt2) by PTQ or QAT"
+
+
+def add_arguments(p):
+    from pocketvqe.quant.config import OBSERVERS, PTQConfig, QATConfig
+    d, q = PTQConfig(), QATConfig()
+    p.add_argument("--ckpt", required=True, help="float checkpoint (.pt)")
+    p.add_argument("--config", help="expected model config name: refuse a checkpoint of another config")
+    p.add_argument("--mode", choices=["ptq", "qat"], default="ptq", help="post-training (default) or QAT")
+    p.add_argument("--out", required=True, help="output .pt2")
+    p.add_argument("--keep-float", default="", help="comma list of module names kept fp32 (see quant-report)")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
+    p.add_argument("--int8-dsp", action="store_true",
+                   help="quantize the STFT/compression/CCM too (default: they stay fp32)")
+    p.add_argument("--data", help="corpus folder (default $POCKETVQE_DATA, ~/.cache/pocketvqe/corpus or the quick one)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration / training clips")
+    g = p.add_argument_group("PTQ")
+    g.add_argument("--observer", choices=OBSERVERS, default=d.observer, help=f"activation observer (default {d.observer})")
+    g.add_argument("--calib-clips", type=int, default=d.calib_clips, help=f"calibration clips (default {d.calib_clips})")
+    g.add_argument("--calib-seconds", type=float, default=d.calib_seconds,
+                   help=f"seconds per calibration clip (default {d.calib_seconds:g})")
+    g = p.add_argument_group("QAT")
+    g.add_argument("--steps", type=int, default=q.steps, help=f"optimizer steps (default {q.steps})")
+    g.add_argument("--lr", type=float, default=q.lr, help=f"AdamW learning rate (default {q.lr:g})")
+    g.add_argument("--batch", type=int, default=q.batch, help=f"global batch (default {q.batch})")
+    g.add_argument("--clip-seconds", type=float, default=q.clip_seconds, help=f"clip length (default {q.clip_seconds:g})")
+    g.add_argument("--freeze-observers-after", type=int, default=q.freeze_observers_after,
+                   help="step after which quantization ranges stop moving (-1 = never)")
+    g.add_argument("--freeze-bn-after", type=int, default=q.freeze_bn_after,
+                   help=f"step after which BatchNorm uses running statistics (default {q.freeze_bn_after})")
+    g.add_argument("--scenarios", help="comma list of simulator scenarios (default: every one the model serves)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+
+
+def run(args) -> int:
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from pocketvqe.errors import PocketVQEError
+    from pocketvqe.fileio import atomic_write_text
+    from pocketvqe.models import load_checkpoint
+    from pocketvqe.quant import (PTQConfig, QATConfig, calibration_frames, convert, fine_tune, prepare_qat,
+                                 quantize, quantized_linears, save_quantized)
+
+    out = Path(args.out)
+    if out.suffix != ".pt2":
+        raise PocketVQEError(f"--out {out}: quantized models are .pt2 files (e.g. {out.with_suffix('.pt2')})")
+    if out.resolve() == Path(args.ckpt).resolve():
+        raise PocketVQEError("--out is the input checkpoint: inputs are never overwritten, pick another path")
+    enh, ckpt = load_checkpoint(args.ckpt, expect=args.config)
+    progress = not args.no_progress
+    t0 = time.perf_counter()
+    history = None
+    if args.mode == "ptq":
+        cfg = PTQConfig(observer=args.observer, per_channel=not args.per_tensor, calib_clips=args.calib_clips,
+                        calib_seconds=args.calib_seconds, keep_float=_names(args.keep_float),
+                        float_dsp=not args.int8_dsp, seed=args.seed)
+        calib = calibration_frames(enh, cfg.calib_clips, cfg.calib_seconds, cfg.seed, data=args.data,
+                                   progress=progress)
+        gm = quantize(enh, cfg, calib, progress=progress)
+        main = True
+    else:
+        cfg = QATConfig(steps=args.steps, lr=args.lr, batch=args.batch, clip_seconds=args.clip_seconds,
+                        freeze_observers_after=args.freeze_observers_after, freeze_bn_after=args.freeze_bn_after,
+                        scenarios=_names(args.scenarios), keep_float=_names(args.keep_float),
+                        per_channel=not args.per_tensor, float_dsp=not args.int8_dsp, data=args.data, seed=args.seed)
+        qm = prepare_qat(enh, cfg)
+        history = fine_tune(qm, progress=progress)
+        main = qm.env.is_main
+        gm = convert(qm) if main else None
+    if not main:
+        return 0
+    info = gm.meta.get("pocketvqe_quant", {})
+    lin = quantized_linears(gm)
+    meta = {"quant": {"mode": args.mode, "config": cfg.to_dict(), "keep_float": info.get("keep_float", [])},
+            "calibration": info.get("calibration"), "source_checkpoint": str(args.ckpt),
+            "source_meta": ckpt.get("meta"), "quantized_linears": sum(lin.values()),
+            "seconds": round(time.perf_counter() - t0, 1)}
+    if history is not None:
+        meta["qat"] = {"steps": len(history), "loss_first": history[0]["loss"] if history else None,
+                       "loss_last": history[-1]["loss"] if history else None}
+    save_quantized(out, gm, meta, enhancer=enh)
+    atomic_write_text(out.with_suffix(".json"), json.dumps({**meta, "config": enh.cfg.to_dict()}, indent=2,
+                                                           default=str) + "\n")
+    if history is not None:
+        atomic_write_text(out.with_suffix(".loss.json"), json.dumps(history, indent=1) + "\n")
+    cal = meta["calibration"] or {}
+    print(f"wrote {out} ({enh.cfg.name}, {args.mode}, {out.stat().st_size / 1e6:.1f} MB) in {meta['seconds']:.0f} s: "
+          f"{meta['quantized_linears']} int8 linears, calibration {cal.get('clips')} clips / "
+          f"{cal.get('frames', '-')} frames ({cal.get('observer')}), scenarios {cal.get('scenarios')}"
+          + (f", keep_float {', '.join(meta['quant']['keep_float'])}" if meta["quant"]["keep_float"] else "")
+          + (f"; QAT loss {meta['qat']['loss_first']:.4f} -> {meta['qat']['loss_last']:.4f} "
+             f"(curve: {out.with_suffix('.loss.json')})" if history else ""), file=sys.stdout)
+    return 0

@@ -1,0 +1,131 @@
+"""Run a quantized ``.pt2`` (the PyTorch int8 reference of the step) on whole signals.
+
+Importing this module registers the ``.pt2`` loader with :mod:`pocketvqe.inference`, so
+`pocketvqe enhance --model q.pt2` works; :class:`QuantizedProcessor` is the same model as an
+evaluation processor (`pocketvqe eval`: ``evaluate.LOADERS[".pt2"] = QuantizedProcessor``).
+
+Enrollment (personalized models) runs the float model rebuilt from the weights stored in the
+file: the device program takes the speaker embedding as an input, computed on the host.
+
+>>> model = QuantizedModel("q.pt2")                                     # doctest: +SKIP
+>>> y = model.enhance(mic, far, model.enroll(enroll_pcm))               # aligned, len(mic)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.inference import register_loader
+
+from .artifact import load_quantized
+
+
+class QuantizedModel:
+    """``.cfg``, ``.meta``, ``.step`` (the int8 GraphModule), ``enroll(pcm)``, ``enhance(mic, far, speaker)``."""
+
+    def __init__(self, path: str | os.PathLike):
+        from pocketvqe.models import ModelConfig
+        self.path = Path(path)
+        ep, self.meta = load_quantized(self.path, with_float_weights=True)
+        self._float_sd = self.meta.pop("float_state_dict", None)
+        self.cfg = ModelConfig.from_dict(self.meta["config"])
+        self.step = ep.module()
+        self.state_shapes = self._state_shapes(ep, 1 + int(self.cfg.has_far) + int(self.cfg.personalized))
+        self._float = None
+
+    @staticmethod
+    def _state_shapes(ep, n_signals: int) -> list[tuple[int, ...]]:
+        from .artifact import user_input_shapes
+        return user_input_shapes(ep)[n_signals:]
+
+    def init_state(self) -> list[torch.Tensor]:
+        return [torch.zeros(s) for s in self.state_shapes]
+
+    @property
+    def float_enhancer(self):
+        if self._float is None:
+            if self._float_sd is None:
+                raise PocketVQEError(f"{self.path.name} holds no float weights, so it cannot enroll a speaker: "
+                                     "re-create it with `pocketvqe quantize` (it stores them)")
+            from pocketvqe.models import Enhancer
+            enh = Enhancer(self.cfg)
+            enh.load_state_dict(self._float_sd)
+            self._float = enh.eval()
+        return self._float
+
+    def enroll(self, enroll_pcm: np.ndarray) -> torch.Tensor:
+        return self.float_enhancer.enroll(enroll_pcm)
+
+    @torch.no_grad()
+    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker=None) -> np.ndarray:
+        """Stream the int8 step over ``mic`` (model rate), state threaded; output aligned, same length."""
+        cfg, hop = self.cfg, self.cfg.hop
+        delay, n = cfg.algorithmic_latency_samples, len(mic)
+        total = n + delay
+        total += (-total) % hop
+        x = np.pad(np.asarray(mic, np.float32), (0, total - n))
+        f = None
+        if cfg.has_far:
+            f = np.zeros(total, np.float32)
+            if far is not None:
+                k = min(len(far), total)
+                f[:k] = np.asarray(far, np.float32)[:k]
+        spk = None
+        if cfg.personalized:
+            if speaker is None:
+                raise PocketVQEError(f"model {cfg.name} is personalized: enroll the target speaker first")
+            spk = torch.as_tensor(speaker, dtype=torch.float32).reshape(-1)
+        state, ys = self.init_state(), []
+        for t in range(total // hop):
+            sig = [torch.from_numpy(x[t * hop:(t + 1) * hop])]
+            if f is not None:
+                sig.append(torch.from_numpy(f[t * hop:(t + 1) * hop]))
+            if spk is not None:
+                sig.append(spk)
+            res = self.step(*sig, *state)
+            ys.append(res[0].numpy())
+            state = list(res[1:])
+        return np.concatenate(ys)[delay:delay + n]
+
+
+def load(path: Path) -> QuantizedModel:
+    return QuantizedModel(path)
+
+
+register_loader(".pt2", load)
+
+
+class QuantizedProcessor:
+    """An evaluation processor (see :mod:`pocketvqe.evaluate`) for a ``.pt2``."""
+
+    scenarios = None
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None):
+        self.path = Path(path)
+        self.model = QuantizedModel(self.path)
+        self.cfg = self.model.cfg
+        self.name = name or self.path.stem
+        self.personalized = bool(self.cfg.personalized)
+        self.last_compute_s: float | None = None
+
+    def process(self, mixture) -> np.ndarray:
+        from pocketvqe.audio import resample
+        sr, rate = self.cfg.sample_rate, mixture.sample_rate
+        mic = resample(mixture.mic, rate, sr)
+        far = resample(mixture.far, rate, sr) if self.cfg.has_far else None
+        speaker = self.model.enroll(resample(mixture.enroll, rate, sr)) if self.personalized else None
+        t0 = time.perf_counter()
+        y = self.model.enhance(mic, far, speaker)
+        self.last_compute_s = time.perf_counter() - t0
+        y = resample(np.asarray(y, np.float32), sr, rate)[:len(mixture.mic)]
+        return np.pad(y, (0, len(mixture.mic) - len(y)))
+
+    def describe(self) -> dict:
+        m = self.model.meta
+        return {"kind": "quantized", "path": str(self.path), "config": self.cfg.name,
+                "quant": m.get("quant"), "calibration": m.get("calibration"), "personalized": self.personalized}
