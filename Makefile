@@ -31,6 +31,7 @@ build: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q device_tests --target qemu-arm64 --benchmark-skip
 
 bench: setup
 	$(BIN)/python -m pytest -q --benchmark-only device_tests/bench_step.py

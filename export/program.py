@@ -26,7 +26,7 @@ import torch
 from pocketvqe import __version__
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.fileio import atomic_write_text
-from pocketvqe.models import Enhancer
+from pocketvqe.models import Enhancer, ModelConfig
 from pocketvqe.models.checkpoint import versions
 
 from .enroll import EnrollFinish, EnrollStep, supports_device_enrollment
@@ -139,7 +139,11 @@ def _pt2_reference(enhancer: Enhancer, path: Path):
     """A quantized .pt2 of the same model -> (GraphModule, description)."""
     qep, meta = _load_quantized(path)
     cfg = meta.get("config")
-    if cfg != enhancer.cfg.to_dict():
+    try:
+        same = isinstance(cfg, dict) and ModelConfig.from_dict(cfg) == enhancer.cfg    # JSON lists vs tuples
+    except PocketVQEError:
+        same = False
+    if not same:
         other = cfg.get("name") if isinstance(cfg, dict) else None
         raise PocketVQEError(f"{path} quantizes {other or 'another model'!r}, not the checkpoint's "
                              f"{enhancer.cfg.name!r} (or another version of its config): give the .pt2 made "

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.fileio import atomic_write_text
+from pocketvqe.fileio import atomic_write_bytes, atomic_write_text
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
-TOLERANCES = {"fp32": {"snr_db_vs_float": 70.0}, "int8": {"snr_db_vs_int8_ref": 35.0}}
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     config: str = "dvqe-s16"
     ckpt: str | None = None
+    quant: str = "ptq"               # the int8 program: ptq (calibrated here) or a quantized .pt2 (e.g. from QAT)
     out: str = "build"
     calib_clips: int = 8
     clip_seconds: float = 4.0
@@ -34,6 +34,9 @@ class BuildConfig:
     qemu: bool = True
 
     def __post_init__(self):
+        if self.quant != "ptq" and not str(self.quant).endswith(".pt2"):
+            raise PocketVQEError(f"--quant {self.quant!r}: give ptq, or the .pt2 that `pocketvqe quantize --mode qat` "
+                                 "wrote (QAT needs a fine-tuning run first)")
         if self.calib_clips < 1 or self.clip_seconds <= 0.1 or self.bench_frames < 100:
             raise PocketVQEError("calib_clips >= 1, clip_seconds > 0.1 and bench_frames >= 100 are required")
 
@@ -68,9 +71,11 @@ def _clips(bc: BuildConfig, cfg):
 
 
 def build(bc: BuildConfig) -> dict:
-    from pocketvqe.device_tests.measure import frames_of, latency_stats, run_reference, snr_db, time_eager
-    from pocketvqe.device_tests.targets import get_target
-    from pocketvqe.export.program import export_program, file_entry, write_manifest, write_program
+    from pocketvqe.device_tests.bench import BenchConfig, run_bench
+    from pocketvqe.device_tests.measure import frames_of, json_safe
+    from pocketvqe.device_tests.parity import manifest_tolerances, reference_outputs, report_row, run_parity
+    from pocketvqe.export.bundle import bundle_tolerances, make_bundle, verify_bundle
+    from pocketvqe.export.program import export_program, file_entry, write_etrecord, write_manifest, write_program
 
     torch.manual_seed(bc.seed)
     torch.set_num_threads(1)      # per-frame steps are tiny ops: one thread avoids OpenMP spin-waits
@@ -89,48 +94,54 @@ def build(bc: BuildConfig) -> dict:
         spk = enh.enroll(m.enroll).numpy() if cfg.personalized else None
         calib_frames += [[torch.from_numpy(s) for s in f]
                          for f in frames_of(m.mic, m.far if cfg.has_far else None, cfg.hop, spk)]
-    _say(3, n, "export: fp32 and int8 programs (XNNPACK)")
-    progs = {q: export_program(enh, q, calib_frames if q == "int8" else None) for q in ("fp32", "int8")}
-    paths = {q: write_program(p, out) for q, p in progs.items()}
+    _say(3, n, "export: fp32 and int8 (PTQ) programs (XNNPACK), bundled self-checks")
+    progs = {"fp32": export_program(enh, "fp32", etrecord=True),
+             "int8": export_program(enh, bc.quant, calib_frames, etrecord=True)}
+    frames = frames_of(test.mic, test.far if cfg.has_far else None, cfg.hop, speaker)
+    files, paths, checks = [], {}, {}
+    for q, prog in progs.items():
+        paths[q] = write_program(prog, out)
+        bpte = make_bundle(prog, [[torch.from_numpy(x) for x in f] for f in frames], k=8)
+        checks[q] = verify_bundle(bpte, bundle_tolerances(prog))
+        prog.extra["checks"] = {"bundle": checks[q]}
+        atomic_write_bytes(out / f"{prog.name}.bpte", bpte)
+        files += [paths[q], out / f"{prog.name}.bpte", write_etrecord(prog, out / f"{prog.name}.etrecord")]
 
     _say(4, n, "parity: host" + (" and qemu-arm64" if bc.qemu else ""))
-    frames = frames_of(test.mic, test.far if cfg.has_far else None, cfg.hop, speaker)
     step = progs["fp32"].step
     init = step.init_state()
-    y_float = run_reference(step, frames, init)
-    y_int8_ref = run_reference(progs["int8"].reference, frames, init)
-    stacked = {f"in{i}": np.stack([f[i] for f in frames]) for i in range(len(frames[0]))}
+    refs = reference_outputs(frames, init, step, progs["int8"].reference)
     targets = ["host"]
     if bc.qemu:
         from pocketvqe.device_tests.targets.qemu import Sysroot
         if Sysroot().ready():
             targets.append("qemu-arm64")
-    parity, outputs = [], {"input (mic)": test.mic, "float": y_float}
+    parity, outputs, host_out = [], {"input (mic)": test.mic, "float": refs["float"]}, {}
     for tname in targets:
-        target = get_target(tname)
-        for q in ("fp32", "int8"):
-            res = target.run_frames(paths[q], stacked, n_state=len(init),
-                                    init_state=[s.numpy() for s in init])
-            y = res.outputs[0].reshape(-1)
-            row = {"target": tname, "variant": q, "snr_db_vs_float": snr_db(y_float, y),
-                   "max_abs_diff": float(np.abs(y - y_float).max())}
+        for q, prog in progs.items():
+            row = run_parity(paths[q], frames, init, refs, target=tname, quant=prog.quant,
+                             tolerances=manifest_tolerances({"tolerances": {prog.quant: prog.tolerances}},
+                                                            paths[q].name, prog.quant),
+                             sample_rate=cfg.sample_rate, host_output=host_out.get(q), keep_output=True)
+            y = row.pop("output")
+            if tname == "host":
+                host_out[q] = y
             if q == "int8":
-                row["snr_db_vs_int8_ref"] = snr_db(y_int8_ref, y)
                 outputs[f"int8 {'host' if tname == 'host' else 'ARM (qemu)'}"] = y
-            row["pesq_vs_float"] = _pesq(y_float, y, cfg.sample_rate)
-            tol = TOLERANCES[q]
-            row["pass"] = all(row[k] > v for k, v in tol.items())
             parity.append(row)
-    atomic_write_text(out / "parity.json", json.dumps({"clip": test.scenario, "rows": parity}, indent=2) + "\n")
+    atomic_write_text(out / "parity.json", json.dumps(json_safe({"clip": test.scenario, "rows": parity}), indent=2) + "\n")
 
     _say(5, n, f"bench: host, one thread, {bc.bench_frames} frames per variant")
-    bench = _bench(bc, step, init, paths, frames, cfg)
-    atomic_write_text(out / "bench.json", json.dumps(bench, indent=2) + "\n")
+    bench = run_bench(paths["int8"], frames, init, hop_ms=1000.0 * cfg.hop / cfg.sample_rate,
+                      config=BenchConfig(frames=bc.bench_frames), float_step=step,
+                      others={"fp32-pte": paths["fp32"]})
+    for r in bench["rows"]:
+        r["ratio_to_int8"] = r["ratio_to_main"]
+    atomic_write_text(out / "bench.json", json.dumps(json_safe(bench), indent=2) + "\n")
 
-    files = [paths["fp32"], paths["int8"]]
-    write_manifest(out, list(progs.values()), files, TOLERANCES,
-                   extra={"checkpoint": source, "trained": trained,
-                          "int8_size_ratio": files[1].stat().st_size / files[0].stat().st_size})
+    sizes = {q: p.stat().st_size for q, p in paths.items()}
+    write_manifest(out, list(progs.values()), files,
+                   extra={"checkpoint": source, "trained": trained, "int8_size_ratio": sizes["int8"] / sizes["fp32"]})
     _say(6, n, "report")
     from pocketvqe.device_tests.report import ReportData, write_report
     notes = [] if trained else ["Built from a seeded random init: no trained checkpoint is shipped yet. "
@@ -138,38 +149,8 @@ def build(bc: BuildConfig) -> dict:
     notes.append(f"Wall time {time.perf_counter() - t_start:.0f} s; export fp32 {progs['fp32'].export_seconds:.0f} s, "
                  f"int8 {progs['int8'].export_seconds:.0f} s.")
     write_report(ReportData(title=f"pocketvqe build: {cfg.name}", config={**cfg.to_dict(), "checkpoint": source},
-                            sample_rate=cfg.sample_rate, hop=cfg.hop, audio=outputs, parity=parity, bench=bench,
+                            sample_rate=cfg.sample_rate, hop=cfg.hop, audio=outputs,
+                            parity=[report_row(r) for r in parity], bench=bench,
                             artifacts=[file_entry(p) for p in files], notes=notes), out)
-    summary = {"out": str(out), "parity": parity, "bench_rows": bench["rows"],
-               "sizes": {q: p.stat().st_size for q, p in paths.items()}}
-    return summary
-
-
-def _pesq(ref: np.ndarray, test: np.ndarray, sr: int) -> float | None:
-    try:
-        from pesq import pesq
-        return float(pesq(16000, ref, test, "wb")) if sr == 16000 else None
-    except Exception:
-        return None
-
-
-def _bench(bc, step, init, paths, frames, cfg) -> dict:
-    from pocketvqe.device_tests.measure import latency_stats, time_eager
-    from pocketvqe.device_tests.targets import get_target
-    reps = -(-(bc.bench_frames + 50) // len(frames))
-    long = (frames * reps)[:bc.bench_frames + 50]
-    stacked = {f"in{i}": np.stack([f[i] for f in long]) for i in range(len(long[0]))}
-    hop_ms = 1000.0 * cfg.hop / cfg.sample_rate
-    eager = time_eager(step, long, init, warmup=50)        # torch runs with one thread in build()
-    host = get_target("host")
-    per = {"float-eager": eager}
-    for q in ("fp32", "int8"):
-        res = host.run_frames(paths[q], stacked, n_state=len(init), init_state=[s.numpy() for s in init],
-                              threads=1, time_it=True, warmup=50)
-        per[f"{q}-pte"] = np.asarray(res.per_frame_us)
-    rows = [{"name": k, **latency_stats(v, hop_ms)} for k, v in per.items()]
-    int8 = latency_stats(per["int8-pte"], hop_ms)
-    for r in rows:
-        r["ratio_to_int8"] = r["p50_us"] / int8["p50_us"]
-    return {"target": "host", "threads": 1, "hop_ms": hop_ms, **int8, "rows": rows,
-            "per_frame_us": {k: [round(float(x), 2) for x in v] for k, v in per.items()}}
+    return {"out": str(out), "parity": parity, "bench": bench, "bench_rows": bench["rows"], "sizes": sizes,
+            "bundle": checks}

@@ -7,6 +7,8 @@ HELP = "checkpoint -> fp32 + int8 .pte, manifest, parity (host, qemu-arm64), ben
 def add_arguments(p):
     p.add_argument("--config", default="dvqe-s16", help="config name (uses the shipped checkpoint)")
     p.add_argument("--ckpt", help="checkpoint to build instead of the shipped one")
+    p.add_argument("--quant", default="ptq", help="int8 program: ptq (calibrated on simulated clips) or a "
+                   "quantized model Q.pt2 from `pocketvqe quantize` (e.g. --mode qat)")
     p.add_argument("--out", default="build", help="output folder")
     p.add_argument("--calib-clips", type=int, default=8)
     p.add_argument("--bench-frames", type=int, default=1000)
@@ -22,10 +24,14 @@ def run(args) -> int:
     import sys
 
     from pocketvqe.build import BuildConfig, build
-    bc = BuildConfig(config=args.config, ckpt=args.ckpt, out=args.out, calib_clips=args.calib_clips,
+    bc = BuildConfig(config=args.config, ckpt=args.ckpt, quant=args.quant, out=args.out, calib_clips=args.calib_clips,
                      bench_frames=args.bench_frames, data=args.data, qemu=not args.no_qemu, seed=args.seed)
     summary = build(bc)
-    print(json.dumps(summary, indent=2, default=float))
+    from pocketvqe.device_tests.bench import format_bench_table
+    from pocketvqe.device_tests.parity import format_parity_table
+    print(format_parity_table(summary["parity"]))
+    print(format_bench_table(summary["bench"]))
+    print(json.dumps({"out": summary["out"], "sizes": summary["sizes"]}, indent=2))
     failed = [f"{r['target']}/{r['variant']}" for r in summary["parity"] if not r["pass"]]
     if failed:
         print(f"parity outside tolerance: {', '.join(failed)} (see {args.out}/report.md)", file=sys.stderr)

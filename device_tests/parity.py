@@ -1,0 +1,319 @@
+"""Parity: a ``.pte`` run on a target over a whole clip (state threaded) vs its PyTorch references.
+
+The references run on the host: the float eager step (:class:`export.step.StreamStep` of the
+checkpoint) and, for int8 programs, the PyTorch int8 reference (the converted GraphModule, or the
+``.pt2`` it was saved as). Each row says how close the target's enhanced waveform is to each
+(SNR in dB, max abs difference, wide-band PESQ against the float output) and whether it meets the
+tolerances of the program's manifest.
+
+>>> refs = reference_outputs(frames, init, float_step=step, int8_step=gm)      # doctest: +SKIP
+>>> row = run_parity("build/dvqe-s16-ptq.pte", frames, init, refs, target="qemu-arm64",
+...                  quant="ptq", tolerances={"snr_db_vs_int8_ref": 35.0})     # doctest: +SKIP
+>>> row["snr_db_vs_float"], row["snr_db_vs_int8_ref"], row["pass"]           # doctest: +SKIP
+
+Int8 on ARM (DESIGN §6, §8): the same int8 program gives slightly different outputs on ARM and x86
+XNNPACK kernels (rounding in the requantization and the fp32 sigmoid/tanh paths), while the PyTorch
+int8 reference follows the x86 numerics. On an ARM target an int8 program is therefore judged by
+:data:`ARM_INT8`: > 30 dB against the host run of the same program and > 30 dB against the int8
+reference, instead of the manifest's host bar (35 dB).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pocketvqe.errors import PocketVQEError
+
+from .measure import max_abs_diff, pesq_vs, run_reference, snr_db, stacked_inputs
+
+ARM_INT8 = {"snr_db_vs_int8_ref": 30.0, "snr_db_vs_host": 30.0}
+METRIC_OF_VARIANT = {"fp32": "snr_db_vs_float", "int8": "snr_db_vs_int8_ref"}
+ARM_MACHINES = ("aarch64", "arm64", "armv8l", "armv7l")
+
+
+def variant_of(quant: str) -> str:
+    """``fp32`` for float programs, ``int8`` for ptq / qat / int8 ones."""
+    return "fp32" if str(quant).lower() in ("fp32", "none", "float") else "int8"
+
+
+# ----------------------------------------------------------------------------------------------
+# tolerances
+
+
+def manifest_beside(pte: str | Path) -> dict:
+    """The ``manifest.json`` in the program's folder (written by `pocketvqe export` / `build`)."""
+    path = Path(pte).resolve().parent / "manifest.json"
+    if not path.is_file():
+        raise PocketVQEError(f"no manifest.json beside {pte}: parity judges a program by the tolerances its "
+                             "manifest states; keep the .pte in the folder `pocketvqe export` or `pocketvqe build` "
+                             "wrote (or export it again there)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PocketVQEError(f"{path} is not readable JSON ({exc}): export the program again to rewrite it") from None
+
+
+def program_entry(manifest: dict, pte_name: str) -> dict | None:
+    """The manifest's ``programs`` entry whose file is ``pte_name``."""
+    for entry in (manifest.get("programs") or {}).values():
+        if isinstance(entry, dict) and entry.get("file") == pte_name:
+            return entry
+    return None
+
+
+def manifest_tolerances(manifest: dict, pte_name: str, quant: str) -> dict[str, float]:
+    """{metric: minimum dB} for one program. Reads the program's own entry, then the manifest-wide
+    table (keyed by quant mode or by variant); ``snr_db`` means "vs the variant's reference"."""
+    variant = variant_of(quant)
+    entry = program_entry(manifest, pte_name) or {}
+    table = manifest.get("tolerances") or {}
+    keys = [quant, variant] + (["ptq", "int8"] if variant == "int8" else ["fp32", "none"])
+    for tol in [entry.get("tolerances")] + [table.get(k) for k in keys]:
+        if not isinstance(tol, dict):
+            continue
+        out = {k: float(v) for k, v in tol.items() if k.startswith("snr_db_vs_") and isinstance(v, (int, float))}
+        if out:
+            return out
+        if isinstance(tol.get("snr_db"), (int, float)):
+            return {METRIC_OF_VARIANT[variant]: float(tol["snr_db"])}
+    raise PocketVQEError(f"the manifest beside {pte_name} states no tolerance for it ({quant}): export the "
+                         "program again (`pocketvqe export` writes the tolerances into manifest.json)")
+
+
+def is_arm(target_name: str) -> bool:
+    """Whether a target runs ARM kernels (everything but an x86 host)."""
+    return target_name != "host" or platform.machine().lower() in ARM_MACHINES
+
+
+def target_tolerances(tolerances: Mapping[str, float], quant: str, target_name: str) -> tuple[dict, list[str]]:
+    """The tolerances that apply on ``target_name`` and the notes that say why they changed."""
+    tol, notes = dict(tolerances), []
+    if variant_of(quant) == "int8" and is_arm(target_name):
+        if "snr_db_vs_int8_ref" in tol and tol["snr_db_vs_int8_ref"] > ARM_INT8["snr_db_vs_int8_ref"]:
+            notes.append(f"ARM int8 kernels round differently from x86 (DESIGN §6): vs the int8 reference "
+                         f"> {ARM_INT8['snr_db_vs_int8_ref']:.0f} dB here instead of the manifest's "
+                         f"{tol['snr_db_vs_int8_ref']:.0f} dB (a host bar)")
+            tol["snr_db_vs_int8_ref"] = ARM_INT8["snr_db_vs_int8_ref"]
+        if target_name != "host":
+            tol["snr_db_vs_host"] = ARM_INT8["snr_db_vs_host"]
+    return tol, notes
+
+
+def judge(row: Mapping, tolerances: Mapping[str, float]) -> tuple[bool | None, list[str]]:
+    """(pass, failures): every stated metric must exceed its bound; None when a metric is missing."""
+    failures, missing = [], []
+    for metric, bound in tolerances.items():
+        value = row.get(metric)
+        if value is None:
+            missing.append(metric)
+        elif not value > bound:
+            failures.append(f"{metric} {value:.2f} <= {bound:.2f}")
+    if failures:
+        return False, failures
+    return (None if missing else True), [f"{m}: not measured" for m in missing]
+
+
+# ----------------------------------------------------------------------------------------------
+# references from files
+
+
+def _same_model(cfg_dict: dict, program_cfg, source: str) -> None:
+    """Refuse a reference of another model (or of another version of the program's config)."""
+    from pocketvqe.models import ModelConfig
+    other = cfg_dict.get("name") if isinstance(cfg_dict, dict) else None
+    try:
+        if ModelConfig.from_dict(cfg_dict) == program_cfg:         # JSON turns tuples into lists: compare configs
+            return
+    except (PocketVQEError, TypeError):
+        pass
+    if other != program_cfg.name:
+        raise PocketVQEError(f"{source} is a {other or 'different'!r} model but the program is {program_cfg.name!r}: "
+                             f"give the checkpoint (or .pt2) the program was exported from")
+    raise PocketVQEError(f"{source} holds another version of config {other!r} than the program: give the "
+                         "checkpoint (or .pt2) the program was exported from")
+
+
+def load_float_reference(path: str | Path, program_cfg):
+    """The float Enhancer of checkpoint ``path``, refused unless it is the program's model."""
+    from pocketvqe.models.checkpoint import load_checkpoint, read_checkpoint
+    _same_model(read_checkpoint(path).get("config") or {}, program_cfg, str(path))
+    enh, _ = load_checkpoint(path)
+    return enh
+
+
+def load_int8_reference(path: str | Path, program_cfg):
+    """(int8 step module, float Enhancer or None) of a quantized ``.pt2``, refused unless it is the
+    program's model. The float model is rebuilt from the weights the file stores, when it has them."""
+    try:
+        from pocketvqe.quant import load_quantized
+    except ImportError:
+        raise PocketVQEError(f"this pocketvqe cannot read {path} (no pocketvqe.quant): judge the program "
+                             "against the float checkpoint only (--ref CKPT.pt)") from None
+    ep, meta = load_quantized(path, with_float_weights=True)
+    _same_model(meta.get("config") or {}, program_cfg, str(path))
+    enh = None
+    if meta.get("float_state_dict") is not None:
+        from pocketvqe.models import Enhancer
+        enh = Enhancer(program_cfg)
+        enh.load_state_dict(meta["float_state_dict"])
+        enh = enh.eval()
+    return ep.module(), enh
+
+
+def resolve_references(refs: Sequence[str], program_cfg, quant: str, manifest: dict,
+                       quant_info: dict | None = None) -> tuple[object, object | None, list[str]]:
+    """(float Enhancer, int8 step module or None, notes) from ``--ref`` files (checkpoints ``.pt``,
+    quantized ``.pt2``), falling back on the checkpoint the manifest names and, for int8 programs,
+    the ``.pt2`` the program's metadata names."""
+    enh, int8, notes = None, None, []
+    for ref in refs:
+        p = Path(ref)
+        if p.suffix == ".pt2":
+            module, float_enh = load_int8_reference(p, program_cfg)
+            if variant_of(quant) == "int8":
+                int8 = module
+            else:
+                notes.append(f"{p.name} is an int8 reference but the program is fp32: only its float weights are used")
+            enh = enh or float_enh
+        elif p.suffix == ".pt":
+            enh = load_float_reference(p, program_cfg)
+        else:
+            raise PocketVQEError(f"--ref {ref}: give a checkpoint (.pt) or a quantized model (.pt2)")
+    source = (quant_info or {}).get("source")
+    if int8 is None and variant_of(quant) == "int8" and source and Path(source).is_file():
+        module, float_enh = load_int8_reference(source, program_cfg)
+        int8, enh = module, enh or float_enh
+        notes.append(f"int8 reference: {source} (named by the program's metadata)")
+    ckpt = manifest.get("checkpoint")
+    if enh is None and isinstance(ckpt, str) and ckpt.endswith(".pt") and Path(ckpt).is_file():
+        enh = load_float_reference(ckpt, program_cfg)
+        notes.append(f"float reference: {ckpt} (named by the manifest)")
+    if enh is None:
+        raise PocketVQEError("no float reference for the program: pass --ref CKPT.pt (the checkpoint it was "
+                             f"exported from{'' if not ckpt else f'; the manifest names {ckpt!r}, not a file here'})")
+    return enh, int8, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# running
+
+
+def reference_outputs(frames: Sequence[Sequence[np.ndarray]], init_state: Sequence, float_step,
+                      int8_step=None) -> dict[str, np.ndarray]:
+    """The references' enhanced waveforms on the host: ``float`` and, given ``int8_step``, ``int8_ref``."""
+    import torch
+    init = [torch.as_tensor(np.asarray(s, np.float32)) for s in init_state]
+    out = {"float": run_reference(float_step, frames, init)}
+    if int8_step is not None:
+        out["int8_ref"] = run_reference(int8_step, frames, init)
+    return out
+
+
+def run_program(target, pte: str | Path, frames, init_state: Sequence) -> tuple[np.ndarray, object]:
+    """(enhanced waveform, RunResult) of ``pte`` on ``target`` over ``frames``, state threaded."""
+    from .targets import get_target
+    t = get_target(target) if isinstance(target, str) else target
+    init = [np.ascontiguousarray(np.asarray(s, np.float32)) for s in init_state]
+    res = t.run_frames(pte, stacked_inputs(frames), n_state=len(init), init_state=init)
+    return res.outputs[0].reshape(-1), res
+
+
+def _compare(y: np.ndarray, ref: np.ndarray, suffix: str) -> dict:
+    n = min(len(y), len(ref))
+    if n == 0 or len(y) != len(ref):
+        raise PocketVQEError(f"the program gave {len(y)} samples but the reference {len(ref)}: "
+                             "they must run over the same frames")
+    return {f"snr_db_vs_{suffix}": snr_db(ref, y), f"max_abs_diff_vs_{suffix}": max_abs_diff(ref, y)}
+
+
+def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mapping[str, np.ndarray], *,
+               target="host", quant: str, tolerances: Mapping[str, float], sample_rate: int = 16000,
+               host_output: np.ndarray | None = None, keep_output: bool = False, pesq: bool = True) -> dict:
+    """Run ``pte`` on ``target`` over ``frames`` and compare with ``references`` (``float``, and
+    ``int8_ref`` for int8 programs; see :func:`reference_outputs`).
+
+    ``tolerances`` are the manifest's for this program (:func:`manifest_tolerances`); ARM targets
+    adjust them for int8 (:func:`target_tolerances`). On a target other than ``host`` the program
+    also runs on the host (or ``host_output`` is used) for ``snr_db_vs_host``. With ``keep_output``
+    the row carries the target's waveform under ``output`` (not JSON: drop it before writing).
+    Returns a dict: target, program, quant, variant, frames, snr_db_vs_float, max_abs_diff,
+    snr_db_vs_int8_ref (int8), snr_db_vs_host (not host), pesq_vs_float, tolerances, pass, notes."""
+    from .targets import get_target
+    if "float" not in references:
+        raise PocketVQEError("parity needs the float reference output (references['float'])")
+    t = get_target(target) if isinstance(target, str) else target
+    variant = variant_of(quant)
+    t0 = time.perf_counter()
+    y, res = run_program(t, pte, frames, init_state)
+    row = {"target": t.name, "program": Path(pte).name, "quant": quant, "variant": variant,
+           "frames": int(res.n_frames), "seconds": round(len(y) / sample_rate, 3), "emulated": bool(res.emulated),
+           "runtime": res.extra.get("runtime_version")}
+    row.update(_compare(y, references["float"], "float"))
+    row["max_abs_diff"] = row["max_abs_diff_vs_float"]
+    notes: list[str] = []
+    if variant == "int8":
+        if references.get("int8_ref") is not None:
+            row.update(_compare(y, references["int8_ref"], "int8_ref"))
+        else:
+            row["snr_db_vs_int8_ref"] = None
+            notes.append("no PyTorch int8 reference (pass --ref Q.pt2, made by `pocketvqe quantize`): reported "
+                         "against the float model only, not judged against the int8 tolerance")
+    row["pesq_vs_float"] = pesq_vs(references["float"], y, sample_rate) if pesq else None
+    if t.name != "host":
+        if host_output is None:
+            host_output, _ = run_program("host", pte, frames, init_state)
+        row.update(_compare(y, host_output, "host"))
+        p_host = pesq_vs(references["float"], host_output, sample_rate) if pesq else None
+        row["pesq_delta"] = (abs(row["pesq_vs_float"] - p_host)
+                             if row["pesq_vs_float"] is not None and p_host is not None else None)
+    base = {k: v for k, v in tolerances.items()
+            if not (k == "snr_db_vs_int8_ref" and references.get("int8_ref") is None)}
+    tol, tol_notes = target_tolerances(base, quant, t.name)
+    row["tolerances"] = tol
+    row["pass"], why = judge(row, tol) if tol else (None, ["no tolerance applies: not judged"])
+    row["failures"] = [w for w in why if "<=" in w]
+    row["notes"] = notes + tol_notes + [w for w in why if "<=" not in w]
+    row["wall_s"] = round(time.perf_counter() - t0, 2)
+    if keep_output:
+        row["output"] = y
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# printing
+
+REPORT_KEYS = ("target", "variant", "snr_db_vs_float", "snr_db_vs_int8_ref", "snr_db_vs_host", "max_abs_diff",
+               "pesq_vs_float", "pesq_delta", "pass")
+
+
+def report_row(row: Mapping) -> dict:
+    """The columns of a parity row that the build report shows (device_tests.report)."""
+    return {k: row[k] for k in REPORT_KEYS if k in row}
+
+
+
+def _db(v) -> str:
+    if v is None:
+        return "-"
+    return "inf" if isinstance(v, float) and math.isinf(v) else f"{v:.1f}"
+
+
+def format_parity_table(rows: Sequence[Mapping]) -> str:
+    """Markdown table of parity rows (SNR in dB against each reference; tolerances in the last column)."""
+    head = ("| target | program | SNR vs float (dB) | SNR vs int8 ref (dB) | SNR vs host (dB) | max abs diff "
+            "| PESQ-wb vs float | bounds | pass |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        bounds = ", ".join(f"{k.replace('snr_db_vs_', '')} > {v:g}" for k, v in (r.get("tolerances") or {}).items())
+        ok = {True: "yes", False: "NO", None: "not judged"}[r.get("pass")]
+        pesq = r.get("pesq_vs_float")
+        lines.append(f"| {r['target']} | {r['program']} | {_db(r.get('snr_db_vs_float'))} | "
+                     f"{_db(r.get('snr_db_vs_int8_ref'))} | {_db(r.get('snr_db_vs_host'))} | "
+                     f"{r['max_abs_diff']:.2e} | {'-' if pesq is None else f'{pesq:.3f}'} | {bounds or '-'} | {ok} |")
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""`pocketvqe parity` and `pocketvqe bench` on the host, on a tiny two-block noise-suppression model.
+
+One module fixture exports the fp32 and the int8 PTQ program (calibrated on the first second of
+the clip; its int8 reference saved as a ``.pt2``) into one folder with its manifest; the clip is real
+speech (Debian's pocketsphinx-testdata LibriVox recordings) plus noise. Tolerances: the manifest's
+(fp32 .pte vs float > 70 dB, int8 .pte vs the int8 reference > 35 dB, DESIGN §8).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pocketvqe.cli import main
+from pocketvqe.device_tests.bench import BenchConfig, cycle_frames
+from pocketvqe.device_tests.parity import judge, manifest_tolerances, target_tolerances
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models.checkpoint import save_checkpoint
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+TINY = dataclasses.replace(get_config("ns-s16"), name="tiny-ns", mic_channels=(4, 8), dec_channels=(8, 27),
+                           gru_hidden=16)
+
+
+def _enhancer(cfg, seed: int = 0) -> Enhancer:
+    """Seeded, with non-trivial BatchNorm statistics (as conftest's bn_randomizer)."""
+    torch.manual_seed(seed)
+    enh = Enhancer(cfg)
+    g = torch.Generator().manual_seed(seed)
+    for m in enh.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return enh.eval()
+
+
+def _noisy_speech(seconds: float) -> np.ndarray:
+    from pocketvqe.audio import read_audio, resample
+    files = sorted(LIBRIVOX.glob("*.wav"))
+    assert files, f"no LibriVox recordings in {LIBRIVOX}: install the Debian package pocketsphinx-testdata"
+    x, sr = read_audio(files[0])
+    x = resample(x, sr, 16000)[:int(seconds * 16000)]
+    return (x + 0.01 * np.random.default_rng(0).standard_normal(len(x))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from pocketvqe.audio import write_audio
+    from pocketvqe.export.bundle import clip_frames
+    from pocketvqe.export.program import export_program, write_manifest, write_program
+    from pocketvqe.quant import PTQConfig, quantize, save_quantized
+    d = tmp_path_factory.mktemp("pb")
+    enh = _enhancer(TINY)
+    ckpt = save_checkpoint(d / "tiny.pt", enh)
+    mic = _noisy_speech(2.0)
+    write_audio(d / "mic.wav", mic, 16000)
+    out = d / "prog"
+    progs = [export_program(enh, "fp32"), export_program(enh, "ptq", clip_frames(enh, mic)[:100])]
+    pt2 = save_quantized(d / "tiny-q.pt2", progs[1].reference, {"quant": {"mode": "ptq"}}, enhancer=enh)
+    files = [write_program(p, out) for p in progs]
+    write_manifest(out, progs, files, extra={"checkpoint": str(ckpt)})
+    return {"dir": d, "out": out, "ckpt": ckpt, "pt2": pt2, "mic": d / "mic.wav", "fp32": files[0], "int8": files[1]}
+
+
+def _parity(built, pte, *extra) -> tuple[int, dict]:
+    j = Path(built["dir"]) / f"parity-{Path(pte).stem}.json"
+    rc = main(["parity", "--pte", str(pte), "--mic", str(built["mic"]), "--json", str(j), *extra])
+    return rc, json.loads(j.read_text())
+
+
+def test_parity_fp32_on_host_meets_the_manifest(built, capsys):
+    rc, res = _parity(built, built["fp32"], "--ref", str(built["ckpt"]))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    for key in ("target", "snr_db_vs_float", "max_abs_diff", "pass", "pesq_vs_float", "tolerances"):
+        assert key in res
+    assert res["target"] == "host" and res["variant"] == "fp32" and res["frames"] == 200
+    assert res["snr_db_vs_float"] == "inf" or res["snr_db_vs_float"] > 70.0
+    assert res["tolerances"] == {"snr_db_vs_float": 70.0} and res["pass"] is True
+    assert res["max_abs_diff"] < 1e-3
+    assert "| host | tiny-ns-fp32.pte |" in out
+
+
+def test_parity_int8_meets_35_db_against_its_pt2_reference(built, capsys):
+    rc, res = _parity(built, built["int8"], "--ref", str(built["ckpt"]), "--ref", str(built["pt2"]))
+    assert rc == 0, capsys.readouterr().out
+    assert res["variant"] == "int8" and res["pass"] is True
+    assert res["snr_db_vs_int8_ref"] > 35.0, res
+    assert res["snr_db_vs_float"] < res["snr_db_vs_int8_ref"]        # int8 is further from float than from its ref
+    rc2, res2 = _parity(built, built["int8"], "--ref", str(built["pt2"]))   # float weights from the .pt2
+    assert rc2 == 0 and abs(res2["snr_db_vs_float"] - res["snr_db_vs_float"]) < 1e-6
+
+
+def test_parity_int8_without_int8_reference_reports_float_only(built, capsys):
+    rc, res = _parity(built, built["int8"])                  # float reference: the checkpoint the manifest names
+    assert rc == 0
+    assert res["snr_db_vs_int8_ref"] is None and res["pass"] is None
+    assert isinstance(res["snr_db_vs_float"], float)
+    assert any("--ref Q.pt2" in n for n in res["notes"]) and any("named by the manifest" in n for n in res["notes"])
+    assert "not judged" in capsys.readouterr().out
+
+
+def test_parity_fails_against_a_stricter_manifest(built, tmp_path, capsys):
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    shutil.copy(built["fp32"], strict)
+    man = json.loads((built["out"] / "manifest.json").read_text())
+    for entry in man["programs"].values():
+        entry["tolerances"]["snr_db"] = 500.0
+    (strict / "manifest.json").write_text(json.dumps(man))
+    rc = main(["parity", "--pte", str(strict / built["fp32"].name), "--mic", str(built["mic"]),
+               "--ref", str(built["ckpt"]), "--no-pesq"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAIL: snr_db_vs_float" in out and "| NO |" in out
+
+
+def test_parity_resamples_other_rates_with_a_note(built, tmp_path, capsys):
+    from pocketvqe.audio import read_audio, resample, write_audio
+    x, sr = read_audio(built["mic"])
+    write_audio(tmp_path / "mic8k.wav", resample(x, sr, 8000), 8000)
+    j = tmp_path / "p.json"
+    assert main(["parity", "--pte", str(built["fp32"]), "--mic", str(tmp_path / "mic8k.wav"), "--no-pesq",
+                 "--json", str(j)]) == 0
+    res = json.loads(j.read_text())
+    assert any("8000 Hz: resampled to the model's 16000 Hz" in n for n in res["notes"]) and res["frames"] == 200
+
+
+@pytest.mark.parametrize("case, msg", [
+    ("no-manifest", "no manifest.json beside"),
+    ("other-model", "is a 'other-ns' model but the program is 'tiny-ns'"),
+    ("far", "has no far-end input: drop --far"),
+    ("bad-target", "unknown target"),
+])
+def test_parity_errors_name_the_fix(built, tmp_path, capsys, case, msg):
+    args = ["parity", "--pte", str(built["fp32"]), "--mic", str(built["mic"])]
+    if case == "no-manifest":
+        shutil.copy(built["fp32"], tmp_path)
+        args[2] = str(tmp_path / built["fp32"].name)
+    elif case == "other-model":
+        other = save_checkpoint(tmp_path / "other.pt", _enhancer(dataclasses.replace(TINY, name="other-ns")))
+        args += ["--ref", str(other)]
+    elif case == "far":
+        args += ["--far", str(built["mic"])]
+    else:
+        args += ["--target", "pdp11"]
+    assert main(args) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_bench_on_host_times_three_variants_in_one_run(built, tmp_path, capsys):
+    j = tmp_path / "bench.json"
+    assert main(["bench", "--pte", str(built["int8"]), "--frames", "150", "--warmup", "5", "--json", str(j)]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(j.read_text())
+    for key in ("target", "hop_ms", "p50_us", "p99_us", "rtf", "deadline_misses", "rows", "load_ms", "peak_rss_kb"):
+        assert key in res
+    assert res["target"] == "host" and res["hop_ms"] == 10.0 and res["frames"] == 150
+    rows = {r["name"]: r for r in res["rows"]}
+    assert list(rows) == ["float-eager", "fp32-pte", "int8-pte"]
+    assert rows["int8-pte"]["p50_us"] == res["p50_us"] and rows["int8-pte"]["ratio_to_main"] == 1.0
+    for r in rows.values():
+        assert 0 < r["p50_us"] <= r["p99_us"] <= r["max_us"]
+        assert r["ratio_to_main"] == pytest.approx(r["p50_us"] / res["p50_us"], rel=1e-9)
+        assert len(res["per_frame_us"][r["name"]]) == 150
+    assert res["rtf"] == pytest.approx(res["p50_us"] / 10000.0, rel=1e-9)
+    assert res["deadline_misses"] == sum(t > 10000.0 for t in res["per_frame_us"]["int8-pte"])
+    assert res["load_ms"] > 0 and res["peak_rss_kb"] > 0
+    assert "| float-eager |" in out and "| int8-pte |" in out and "x int8-pte" in out
+
+
+def test_bench_without_checkpoint_says_so(built, tmp_path, capsys):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(built["fp32"], lone)
+    j = tmp_path / "b.json"
+    assert main(["bench", "--pte", str(lone / built["fp32"].name), "--frames", "100", "--warmup", "0",
+                 "--json", str(j)]) == 0
+    res = json.loads(j.read_text())
+    assert [r["name"] for r in res["rows"]] == ["fp32-pte"]
+    assert any("float-eager not timed" in n and "--ckpt" in n for n in res["notes"])
+
+
+def test_bench_refuses_emulated_targets(built, capsys):
+    assert main(["bench", "--pte", str(built["int8"]), "--target", "qemu-arm64"]) == 2
+    err = capsys.readouterr().err
+    assert "emulated" in err and "pocketvqe parity --target qemu-arm64" in err
+
+
+def test_bench_config_is_validated():
+    with pytest.raises(PocketVQEError, match="at least 100 frames"):
+        BenchConfig(frames=10)
+    with pytest.raises(PocketVQEError, match="threads"):
+        BenchConfig(threads=0)
+    assert cycle_frames([1, 2, 3], 7) == [1, 2, 3, 1, 2, 3, 1]
+
+
+def test_tolerances_from_both_manifest_layouts_and_arm_rules():
+    export_style = {"programs": {"m-ptq": {"file": "m-ptq.pte", "tolerances": {"snr_db": 35.0}}}}
+    build_style = {"tolerances": {"fp32": {"snr_db_vs_float": 70.0}, "int8": {"snr_db_vs_int8_ref": 35.0}}}
+    assert manifest_tolerances(export_style, "m-ptq.pte", "ptq") == {"snr_db_vs_int8_ref": 35.0}
+    assert manifest_tolerances(build_style, "m-ptq.pte", "ptq") == {"snr_db_vs_int8_ref": 35.0}
+    assert manifest_tolerances(build_style, "m-fp32.pte", "fp32") == {"snr_db_vs_float": 70.0}
+    with pytest.raises(PocketVQEError, match="states no tolerance"):
+        manifest_tolerances({}, "m-ptq.pte", "ptq")
+    tol, notes = target_tolerances({"snr_db_vs_int8_ref": 35.0}, "ptq", "qemu-arm64")
+    assert tol == {"snr_db_vs_int8_ref": 30.0, "snr_db_vs_host": 30.0} and "DESIGN §6" in notes[0]
+    assert target_tolerances({"snr_db_vs_float": 70.0}, "fp32", "qemu-arm64")[0] == {"snr_db_vs_float": 70.0}
+    assert judge({"snr_db_vs_float": 71.0}, {"snr_db_vs_float": 70.0}) == (True, [])
+    assert judge({"snr_db_vs_float": 69.0}, {"snr_db_vs_float": 70.0})[0] is False
