@@ -3,9 +3,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the project uses (audio decoding, ARM emulation, report checks).
+# Debian packages the project uses (audio decoding, ARM emulation, report checks; gcc builds webrtcvad for resemblyzer).
 APT_PACKAGES ?= ffmpeg sox espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-	libspeexdsp1 pocketsphinx-testdata qemu-user chromium fonts-dejavu-core
+	libspeexdsp1 pocketsphinx-testdata qemu-user chromium fonts-dejavu-core gcc libc6-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: build test setup sysdeps bench clean

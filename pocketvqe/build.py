@@ -102,7 +102,7 @@ def build(bc: BuildConfig) -> dict:
     for q, prog in progs.items():
         paths[q] = write_program(prog, out)
         bpte = make_bundle(prog, [[torch.from_numpy(x) for x in f] for f in frames], k=8)
-        checks[q] = verify_bundle(bpte, bundle_tolerances(prog))
+        checks[q] = verify_bundle(bpte, bundle_tolerances(prog, bpte))
         prog.extra["checks"] = {"bundle": checks[q]}
         atomic_write_bytes(out / f"{prog.name}.bpte", bpte)
         files += [paths[q], out / f"{prog.name}.bpte", write_etrecord(prog, out / f"{prog.name}.etrecord")]

@@ -81,7 +81,7 @@ def run(args) -> int:
                           progress=True)
     _say(4, n, f"self-check: bundling {args.bundle_frames} frames, verifying with the runtime; SNR on the clip")
     bpte = make_bundle(prog, frames, k=args.bundle_frames)
-    checks = {"bundle": verify_bundle(bpte, bundle_tolerances(prog)),
+    checks = {"bundle": verify_bundle(bpte, bundle_tolerances(prog, bpte)),
               "snr_db_vs_reference": round(program_snr(prog, frames), 2),
               "snr_db_required": prog.tolerances["snr_db"]}
     checks["pass"] = checks["snr_db_vs_reference"] >= checks["snr_db_required"]
