@@ -67,7 +67,10 @@ def _unannotate_modules(model: torch.fx.GraphModule, names: tuple[str, ...]) -> 
             continue
         stack = [v[0] for v in (n.meta.get("nn_module_stack") or {}).values()]
         stack = [m[len("L['self']."):] if m.startswith("L['self'].") else m for m in stack]
-        if keep.intersection(stack):
+        stack = [m.replace("[", ".").replace("]", "") for m in stack]       # dec[0] -> dec.0
+        # prefix match: a container that is never called itself (a ModuleList such as
+        # ``enhancer.net.dec``) is not in the stack, its children ``enhancer.net.dec.0`` ... are
+        if any(m == k or m.startswith(k + ".") for m in stack for k in keep):
             del n.meta[key]
 
 

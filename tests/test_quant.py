@@ -250,3 +250,13 @@ def test_cli_quantize_then_enhance_personalized(tmp_path, speech_like, bn_random
     ref = model.float_enhancer.enhance(speech_like(0.5, seed=1), None, spk)
     got = model.enhance(speech_like(0.5, seed=1), None, spk)
     assert got.shape == ref.shape and sqnr_db(ref, got) > 10.0         # aligned like Enhancer.enhance
+
+
+def test_keep_float_takes_containers_that_are_never_called(gm, enh, calib):
+    """``net.dec`` is a ModuleList (not in any op's module stack; its children are): it must still
+    keep every decoder op fp32, not silently nothing."""
+    def q_nodes(g):
+        return sum(1 for n in g.graph.nodes if "quantize_per" in str(n.target))
+    kept = quantize(enh, PTQConfig(keep_float=("net.dec",)), calib, progress=False)
+    assert q_nodes(kept) < 0.8 * q_nodes(gm)                         # the decoder is a good share of the net
+    assert quantized_linears(kept) == quantized_linears(gm)        # the GRU stays int8
