@@ -9,6 +9,8 @@ def add_arguments(p):
     p.add_argument("--ckpt", help="checkpoint to build instead of the shipped one")
     p.add_argument("--quant", default="ptq", help="int8 program: ptq (calibrated on simulated clips) or a "
                    "quantized model Q.pt2 from `pocketvqe quantize` (e.g. --mode qat)")
+    p.add_argument("--keep-float", nargs="*", default=["net.dec.3"], metavar="MODULE",
+                   help="PTQ: modules kept fp32 (default net.dec.3, the CCM-mask block; give none for all-int8)")
     p.add_argument("--out", default="build", help="output folder")
     p.add_argument("--calib-clips", type=int, default=8)
     p.add_argument("--bench-frames", type=int, default=1000)
@@ -24,7 +26,8 @@ def run(args) -> int:
     import sys
 
     from pocketvqe.build import BuildConfig, build
-    bc = BuildConfig(config=args.config, ckpt=args.ckpt, quant=args.quant, out=args.out, calib_clips=args.calib_clips,
+    bc = BuildConfig(config=args.config, ckpt=args.ckpt, quant=args.quant, keep_float=tuple(args.keep_float),
+                     out=args.out, calib_clips=args.calib_clips,
                      bench_frames=args.bench_frames, data=args.data, qemu=not args.no_qemu, seed=args.seed)
     summary = build(bc)
     from pocketvqe.device_tests.bench import format_bench_table
