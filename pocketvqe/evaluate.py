@@ -172,24 +172,17 @@ def _load_checkpoint_processor(path: Path, name: str | None = None) -> Processor
     return CheckpointProcessor(path, name=name)
 
 
-def _load_pt2_processor(path: Path, name: str | None = None) -> Processor:
-    from pocketvqe.quant.reference import QuantizedProcessor     # the PyTorch int8 reference
-    return QuantizedProcessor(path, name=name)
-
-
-def _load_pte_processor(path: Path, name: str | None = None) -> Processor:
-    return ProgramProcessor(path, name=name)
-
-
-class ProgramProcessor:
-    """An ExecuTorch ``.pte`` run frame by frame in-process (executorch.runtime, host kernels)."""
+class ModelFileProcessor:
+    """A quantized model (``.pt2``, the PyTorch int8 reference) or an ExecuTorch program (``.pte``, run
+    in-process) as a processor: loaded with :func:`pocketvqe.inference.load_model` and run through
+    :func:`pocketvqe.inference.enhance_arrays`, the same path as `pocketvqe enhance`."""
 
     scenarios = None
 
     def __init__(self, path: Path, name: str | None = None):
-        from pocketvqe.export.runner import ProgramModel
+        from .inference import load_model
         self.path = Path(path)
-        self.model = ProgramModel(self.path)
+        self.model = load_model(self.path)
         self.cfg = self.model.cfg
         self.name = name or self.path.stem
         self.personalized = bool(self.cfg.personalized)
@@ -205,15 +198,17 @@ class ProgramProcessor:
         return y
 
     def describe(self) -> dict:
-        return {"kind": "program", "path": str(self.path), "model": self.cfg.name,
-                "quant": self.model.metadata.get("quant_mode")}
+        meta = getattr(self.model, "meta", None) or getattr(self.model, "metadata", None) or {}
+        return {"kind": {".pt2": "quantized", ".pte": "program"}.get(self.path.suffix, "model"),
+                "path": str(self.path), "config": self.cfg.name, "quant": meta.get("quant") or meta.get("quant_mode"),
+                "calibration": meta.get("calibration"), "personalized": self.personalized}
 
 
 # suffix -> loader(path, name=None) -> Processor: checkpoints, quantized ExportedPrograms, ExecuTorch programs.
 LOADERS: dict[str, Callable[..., Processor]] = {
     ".pt": _load_checkpoint_processor,
-    ".pt2": _load_pt2_processor,
-    ".pte": _load_pte_processor,
+    ".pt2": ModelFileProcessor,
+    ".pte": ModelFileProcessor,
 }
 IDENTITY_NAMES = ("identity", "input")
 

@@ -1,8 +1,7 @@
 """Run a quantized ``.pt2`` (the PyTorch int8 reference of the step) on whole signals.
 
 Importing this module registers the ``.pt2`` loader with :mod:`pocketvqe.inference`, so
-`pocketvqe enhance --model q.pt2` works; :class:`QuantizedProcessor` is the same model as an
-evaluation processor (`pocketvqe eval`: ``evaluate.LOADERS[".pt2"] = QuantizedProcessor``).
+`pocketvqe enhance --model q.pt2` works, and `pocketvqe eval` through ``evaluate.ModelFileProcessor``.
 
 Enrollment (personalized models) runs the float model rebuilt from the weights stored in the
 file: the device program takes the speaker embedding as an input, computed on the host.
@@ -13,7 +12,6 @@ file: the device program takes the speaker embedding as an input, computed on th
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -98,34 +96,3 @@ def load(path: Path) -> QuantizedModel:
 
 
 register_loader(".pt2", load)
-
-
-class QuantizedProcessor:
-    """An evaluation processor (see :mod:`pocketvqe.evaluate`) for a ``.pt2``."""
-
-    scenarios = None
-
-    def __init__(self, path: str | os.PathLike, name: str | None = None):
-        self.path = Path(path)
-        self.model = QuantizedModel(self.path)
-        self.cfg = self.model.cfg
-        self.name = name or self.path.stem
-        self.personalized = bool(self.cfg.personalized)
-        self.last_compute_s: float | None = None
-
-    def process(self, mixture) -> np.ndarray:
-        from pocketvqe.audio import resample
-        sr, rate = self.cfg.sample_rate, mixture.sample_rate
-        mic = resample(mixture.mic, rate, sr)
-        far = resample(mixture.far, rate, sr) if self.cfg.has_far else None
-        speaker = self.model.enroll(resample(mixture.enroll, rate, sr)) if self.personalized else None
-        t0 = time.perf_counter()
-        y = self.model.enhance(mic, far, speaker)
-        self.last_compute_s = time.perf_counter() - t0
-        y = resample(np.asarray(y, np.float32), sr, rate)[:len(mixture.mic)]
-        return np.pad(y, (0, len(mixture.mic) - len(y)))
-
-    def describe(self) -> dict:
-        m = self.model.meta
-        return {"kind": "quantized", "path": str(self.path), "config": self.cfg.name,
-                "quant": m.get("quant"), "calibration": m.get("calibration"), "personalized": self.personalized}
