@@ -23,7 +23,7 @@ import torch
 
 from pocketvqe import __version__
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.inference import register_loader
+from pocketvqe.inference import pad_for_stream, register_loader
 
 from .program import FORMAT
 
@@ -185,15 +185,8 @@ class ProgramModel:
         """Stream the program over ``mic`` (model rate); output aligned to the input, same length."""
         cfg, hop = self.cfg, self.cfg.hop
         delay, n = cfg.algorithmic_latency_samples, len(mic)
-        total = n + delay
-        total += (-total) % hop
-        x = np.pad(np.asarray(mic, np.float32), (0, total - n))
-        f = None
-        if cfg.has_far:
-            f = np.zeros(total, np.float32)
-            if far is not None:
-                k = min(len(far), total)
-                f[:k] = np.asarray(far, np.float32)[:k]
+        x, f = pad_for_stream(cfg, mic, far)
+        total = len(x)
         state, ys = self.init_state(), []
         for t in range(total // hop):
             y, state = self.step(x[t * hop:(t + 1) * hop], None if f is None else f[t * hop:(t + 1) * hop],

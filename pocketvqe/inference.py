@@ -54,6 +54,23 @@ def _register_builtin_loaders() -> None:
                 raise
 
 
+def pad_for_stream(cfg, mic: np.ndarray, far: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """mic (and far, model rate) zero-padded to whole hops covering ``len(mic)`` plus the algorithmic
+    delay, for streaming a step over them; far is None for a model without a far end (silence when it
+    has one and none is given). The aligned output is then ``y[delay:delay + len(mic)]``."""
+    n = len(mic)
+    total = n + cfg.algorithmic_latency_samples
+    total += (-total) % cfg.hop
+    x = np.pad(np.asarray(mic, np.float32), (0, total - n))
+    if not cfg.has_far:
+        return x, None
+    f = np.zeros(total, np.float32)
+    if far is not None:
+        k = min(len(far), total)
+        f[:k] = np.asarray(far, np.float32)[:k]
+    return x, f
+
+
 def enhance_arrays(model, mic: np.ndarray, sr: int, far: np.ndarray | None = None, far_sr: int | None = None,
                    enroll: np.ndarray | None = None, enroll_sr: int | None = None) -> np.ndarray:
     """Enhance ``mic`` (any rate) with ``model``; returns audio at ``sr``, same length, aligned."""

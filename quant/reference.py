@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.inference import register_loader
+from pocketvqe.inference import pad_for_stream, register_loader
 
 from .artifact import load_quantized
 
@@ -64,15 +64,8 @@ class QuantizedModel:
         """Stream the int8 step over ``mic`` (model rate), state threaded; output aligned, same length."""
         cfg, hop = self.cfg, self.cfg.hop
         delay, n = cfg.algorithmic_latency_samples, len(mic)
-        total = n + delay
-        total += (-total) % hop
-        x = np.pad(np.asarray(mic, np.float32), (0, total - n))
-        f = None
-        if cfg.has_far:
-            f = np.zeros(total, np.float32)
-            if far is not None:
-                k = min(len(far), total)
-                f[:k] = np.asarray(far, np.float32)[:k]
+        x, f = pad_for_stream(cfg, mic, far)
+        total = len(x)
         spk = None
         if cfg.personalized:
             if speaker is None:
