@@ -32,7 +32,7 @@ def run(args) -> int:
     import json
 
     from pocketvqe.errors import PocketVQEError
-    from pocketvqe.fileio import atomic_write_text
+    from pocketvqe.fileio import atomic_write_text, finite_json
     from pocketvqe.models import load_checkpoint
     from pocketvqe.quant import PTQConfig, calibration_frames, format_table, propose_keep_float, sensitivity
 
@@ -57,17 +57,5 @@ def run(args) -> int:
     if args.json:
         doc = {"report": rep.to_dict(), "proposal": prop.to_dict(), "calibration": calib.summary,
                "ptq_config": cfg.to_dict()}
-        atomic_write_text(args.json, json.dumps(_clean(doc), indent=1, default=str) + "\n")
+        atomic_write_text(args.json, json.dumps(finite_json(doc), indent=1, default=str) + "\n")
     return 0
-
-
-def _clean(o):
-    """inf/nan -> None so the JSON stays standard."""
-    import math
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.fileio import atomic_write_text
+from pocketvqe.fileio import atomic_write_text, finite_json
 from pocketvqe.models import Enhancer, ModelConfig, get_config, list_configs, read_checkpoint, save_checkpoint
 
 from . import ddp as D
@@ -445,22 +445,11 @@ def _json_default(o):
     return str(o)
 
 
-def _clean(o):
-    """NaN/inf -> None so the JSON files stay standard."""
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
-
-
 def write_run_config(out: Path, cfg: TrainConfig, model_cfg: ModelConfig, env: D.DistEnv, extra: dict) -> None:
     from pocketvqe.models.checkpoint import versions
     doc = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "world_size": env.world,
            "global_batch": cfg.batch, "per_rank_batch": cfg.batch // env.world, "versions": versions(), **extra}
-    atomic_write_text(out / "train_config.json", json.dumps(_clean(doc), indent=2) + "\n")
+    atomic_write_text(out / "train_config.json", json.dumps(finite_json(doc), indent=2) + "\n")
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, out: str | os.PathLike, resume: str | os.PathLike | None = None,
@@ -519,7 +508,7 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
 
     def run_valid():
         v = trainer.validate(valid)
-        log.write(_clean({"kind": "valid", **v}))
+        log.write(finite_json({"kind": "valid", **v}))
         bar.set_postfix(loss=f"{trainer.loss_ema:.4f}", valid=f"{v['valid_loss']:.4f}",
                         sisdri=f"{v['si_sdri']:+.1f}dB", refresh=False)
         return v
@@ -537,7 +526,7 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
             t_train += dt
             skipped += rec["skipped"]
             bad_run = bad_run + 1 if (rec["skipped"] or not math.isfinite(rec["loss"])) else 0
-            log.write(_clean({"kind": "train", "step": trainer.step, "loss": rec["loss"], "lr": rec["lr"],
+            log.write(finite_json({"kind": "train", "step": trainer.step, "loss": rec["loss"], "lr": rec["lr"],
                               "grad_norm": rec["grad_norm"], "skipped": rec["skipped"], "sec": round(dt, 4)}))
             if bad_run >= 10:
                 raise PocketVQEError(f"loss or gradients not finite for {bad_run} steps in a row (step "
@@ -563,7 +552,7 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
                                        "first_clip": first_clip,
                                        "clips_per_step": local, "train_seconds": round(t_train, 2)})
     steps_done = trainer.step - start
-    summary = _clean({
+    summary = finite_json({
         "model": model_cfg.name, "steps": trainer.step, "steps_this_run": steps_done, "stopped_early": stopped,
         "world_size": env.world, "batch": cfg.batch, "ranks": ranks, "train_loss_ema": trainer.loss_ema,
         "valid": trainer.last_valid, "skipped_steps": skipped, "ddp_param_max_diff": divergence,
