@@ -5,6 +5,7 @@ import torch
 
 from pocketvqe.kernels import LinearGRU, StreamingSTFT, apply_ccm, init_ccm_state, push
 from pocketvqe.kernels import reference as ref
+from pocketvqe.kernels.stft import dft_bases
 
 
 @pytest.mark.parametrize("n_fft,hop", [(320, 160), (480, 240), (512, 128)])
@@ -57,6 +58,44 @@ def test_stft_streaming_equals_offline():
         ys.append(y)
     assert torch.allclose(torch.cat(ys, 1), y_off, atol=1e-5)
     assert torch.allclose(a, a_off) and torch.allclose(s, s_off, atol=1e-5)
+
+
+def _dense_stft(n_fft, hop, pcm, a_state, spec, s_state):
+    """Float64 analysis of ``pcm`` and synthesis of ``spec`` with the dense bases (the reference)."""
+    fwd, inv = dft_bases(n_fft)
+    win = torch.hann_window(n_fft, periodic=True, dtype=torch.float64).sqrt()
+    B, T, F = pcm.shape[0], pcm.shape[1] // hop, n_fft // 2 + 1
+    frames = torch.cat([a_state, pcm], 1).double().unfold(1, n_fft, hop) * win          # (B, T, N)
+    want_spec = (frames @ fwd).reshape(B, T, 2, F).permute(0, 2, 1, 3)                  # (B, 2, T, F)
+    y = (spec.double().permute(0, 2, 1, 3).reshape(B, T, 2 * F) @ inv) * win            # (B, T, N)
+    out = torch.cat([s_state.double(), torch.zeros(B, T * hop, dtype=torch.float64)], 1)
+    for t in range(T):
+        out[:, t * hop:t * hop + n_fft] += y[:, t]
+    return want_spec, out[:, :T * hop], out[:, T * hop:]
+
+
+@pytest.mark.parametrize("n_fft,hop", [(320, 160), (480, 240)])
+def test_stft_mixed_radix_is_small_and_matches_dense_bases(n_fft, hop):
+    stft = StreamingSTFT(n_fft, hop)
+    F = n_fft // 2 + 1
+    assert sum(b.numel() * b.element_size() for b in stft.buffers()) * 6 <= 2 * n_fft * 2 * F * 4
+    g = torch.Generator().manual_seed(0)
+    T = 12
+    x, a0, s0 = (torch.randn(2, n, generator=g) for n in (T * hop, n_fft - hop, n_fft - hop))
+    spec, a = stft.analysis(x, a0)                                              # offline
+    y, s = stft.synthesis(spec, s0)
+    want_spec, want_y, want_s = _dense_stft(n_fft, hop, x, a0, spec, s0)
+    assert (spec - want_spec).abs().max() < 1e-6 * want_spec.abs().max()       # |X| ~ 40: 1e-6 relative
+    assert (y - want_y).abs().max() < 1e-5 and (s - want_s).abs().max() < 1e-5
+    assert torch.equal(a, x[:, -(n_fft - hop):])
+    a, s, specs, ys = a0, s0, [], []                                             # streaming, one hop a call
+    for t in range(T):
+        sp, a = stft.analysis(x[:, t * hop:(t + 1) * hop], a)
+        yt, s = stft.synthesis(spec[:, :, t:t + 1], s)
+        specs.append(sp)
+        ys.append(yt)
+    assert (torch.cat(specs, 2) - want_spec).abs().max() < 1e-6 * want_spec.abs().max()
+    assert (torch.cat(ys, 1) - want_y).abs().max() < 1e-5 and (s - want_s).abs().max() < 1e-5
 
 
 def test_ccm_matches_numpy_complex_reference():
