@@ -110,6 +110,20 @@ class DecoderBlock(nn.Module):
     def init_state(self, batch: int) -> DecoderState:
         return DecoderState(self.res.init_state(batch) if self.res else None, self.subpix.init_state(batch))
 
+    @torch.no_grad()
+    def fold_bn(self) -> None:
+        """Fold the eval-mode BatchNorm that follows the sub-pixel reshape into the sub-pixel conv
+        (exact; conv channel p*Cout + c feeds BN channel c). int8 then quantizes the normalized
+        conv output: the trained dvqe-s16's raw sub-pixel outputs span +-190 against +-20 after BN."""
+        if self.bn is None or isinstance(self.bn, nn.Identity):
+            return
+        bn, conv = self.bn, self.subpix.conv
+        g = bn.weight / torch.sqrt(bn.running_var + bn.eps)                   # (Cout,)
+        g2, shift = g.repeat(2), (bn.bias - bn.running_mean * g).repeat(2)   # (2*Cout,)
+        conv.weight.mul_(g2[:, None, None, None])
+        conv.bias.copy_(conv.bias * g2 + shift)
+        self.bn = nn.Identity()
+
     def forward(self, x, skip, state: DecoderState):
         x = x + self.skip(skip)
         s_res = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from pocketvqe.errors import PocketVQEError
 
-OBSERVERS = ("minmax", "moving_average", "histogram")     # = quant.xnnpack.OBSERVERS
+OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")     # = quant.xnnpack.OBSERVERS
 SCENARIOS = ("noise", "reverb", "echo_fe_st", "echo_ne_st", "double_talk", "interferer")
 
 
@@ -37,8 +37,10 @@ def _check_keep_float(where: str, names) -> None:
 class PTQConfig:
     """Post-training static int8 quantization (XNNPACK recipe, DESIGN §5).
 
-    observer: activation range observer used during calibration: ``minmax`` (keeps every peak,
-    fast), ``moving_average`` or ``histogram`` (MSE-optimal ranges, ~20x slower to calibrate).
+    observer: activation range observer used during calibration: ``percentile`` (default; see below),
+    ``minmax`` (keeps every peak, fast), ``moving_average``, ``histogram`` (MSE-optimal ranges, ~20x slower to calibrate) or
+    ``percentile`` (the ``percentile``-th percentile of the per-frame extremes: the rarest extreme
+    frames saturate so that every other frame gets a finer grid).
     per_channel: per-output-channel symmetric int8 weights (else per tensor).
     calib_clips / calib_seconds: simulated clips (every scenario the model serves, cycled) that the
     streaming step runs over; calib_seconds >= 1 (the simulator's minimum).
@@ -49,18 +51,22 @@ class PTQConfig:
     seed: simulator seed of the calibration clips (split ``valid``).
     """
 
-    observer: str = "minmax"
+    observer: str = "percentile"
     per_channel: bool = True
     calib_clips: int = 16
     calib_seconds: float = 4.0
     keep_float: tuple[str, ...] = ()
     float_dsp: bool = True
     seed: int = 0
+    percentile: float = 99.9
 
     def __post_init__(self):
         _tuplify(self)
         if self.observer not in OBSERVERS:
             raise PocketVQEError(f"PTQConfig: unknown observer {self.observer!r}: choose one of {', '.join(OBSERVERS)}")
+        if not (isinstance(self.percentile, (int, float)) and 50.0 < self.percentile <= 100.0):
+            raise PocketVQEError(f"PTQConfig: percentile={self.percentile!r} must be in (50, 100] "
+                                 "(99.9 lets the 0.1 % most extreme calibration frames saturate)")
         if not isinstance(self.calib_clips, int) or self.calib_clips < 1:
             raise PocketVQEError(f"PTQConfig: calib_clips={self.calib_clips!r} must be an integer >= 1 (16 is a good start)")
         if not (isinstance(self.calib_seconds, (int, float)) and self.calib_seconds >= 1.0):

@@ -206,7 +206,8 @@ def sensitivity(enhancer, config: PTQConfig | None, calib: Sequence[Sequence[tor
     step, ep = export_step(enhancer)
     init = step.init_state()
     prepared = prepare_pt2e(ep.module(), xnnpack_quantizer(config.per_channel, keep_float=keep,
-                                                           observer=config.observer, float_dsp=config.float_dsp))
+                                                           observer=config.observer, float_dsp=config.float_dsp,
+                                                           percentile=config.percentile))
     bar = tqdm(total=3 * len(calib), desc="quant-report", unit="frame", disable=not progress, leave=False,
                mininterval=1.0)
     stream(prepared, calib, init, bar)

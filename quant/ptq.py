@@ -10,6 +10,8 @@ like the step: ``(*signals, *state) -> (enhanced[hop], *state)``.
 """
 from __future__ import annotations
 
+import copy
+
 import difflib
 import time
 from typing import Sequence
@@ -57,11 +59,22 @@ def stream(module, frames: CalibFrames, init_state: Sequence[torch.Tensor], bar=
     return outs
 
 
+def fold_decoder_bn(enhancer):
+    """An eval-mode copy of ``enhancer`` with every decoder BatchNorm folded into its sub-pixel conv
+    (``DecoderBlock.fold_bn``; the encoder's conv-BN pairs are folded by ``prepare_pt2e`` itself)."""
+    from pocketvqe.models.blocks import DecoderBlock
+    enhancer = copy.deepcopy(enhancer).eval()
+    for m in enhancer.modules():
+        if isinstance(m, DecoderBlock):
+            m.fold_bn()
+    return enhancer
+
+
 def export_step(enhancer):
-    """(StreamStep in eval mode, its ExportedProgram)."""
+    """(StreamStep of the BN-folded ``enhancer`` in eval mode, its ExportedProgram)."""
     from pocketvqe.export.lower import export_model
     from pocketvqe.export.step import StreamStep
-    step = StreamStep(enhancer.eval()).eval()
+    step = StreamStep(fold_decoder_bn(enhancer)).eval()
     return step, export_model(step, step.example_inputs())
 
 
@@ -86,7 +99,8 @@ def quantize(enhancer, config: PTQConfig | None = None, calib: Sequence[Sequence
     calib = check_calibration(calib, n_signals(enhancer.cfg), enhancer.cfg.hop)
     step, ep = export_step(enhancer)
     prepared = prepare_pt2e(ep.module(), xnnpack_quantizer(per_channel=config.per_channel, keep_float=keep,
-                                                           observer=config.observer, float_dsp=config.float_dsp))
+                                                           observer=config.observer, float_dsp=config.float_dsp,
+                                                           percentile=config.percentile))
     with tqdm(total=len(calib), desc=f"calibrating {enhancer.cfg.name} ({config.observer})", unit="frame",
               disable=not progress, leave=False, mininterval=1.0) as bar:
         stream(prepared, calib, step.init_state(), bar)
@@ -124,12 +138,15 @@ def quantized_linears(gm: torch.fx.GraphModule) -> dict[str, int]:
 
 
 def float_linears(gm: torch.fx.GraphModule) -> list[str]:
-    """Names of ``aten.linear`` nodes whose weight stays fp32."""
+    """Names of the network's ``aten.linear`` nodes whose weight stays fp32 (the STFT's constant
+    DFT stages, kept fp32 by ``float_dsp``, are signal processing, not network weights)."""
+    from .xnnpack import DSP_MODULES, _innermost_module
     bad = []
     for n in gm.graph.nodes:
         if n.op == "call_function" and n.target == torch.ops.aten.linear.default:
             w = n.args[1]
-            if not (isinstance(w, torch.fx.Node) and "dequantize" in str(w.target)):
+            if not (isinstance(w, torch.fx.Node) and "dequantize" in str(w.target)) \
+                    and _innermost_module(n) not in DSP_MODULES:
                 stack = n.meta.get("nn_module_stack") or {}
                 bad.append(list(stack.values())[-1][0] if stack else n.name)
     return bad

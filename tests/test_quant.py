@@ -189,7 +189,8 @@ def test_qat_few_steps_run_and_convert_to_the_ptq_form(enh, test_clip):
 
 # -------------------------------------------------------------------------------------- bad input
 def test_config_validation():
-    for kw in ({"observer": "nope"}, {"calib_clips": 0}, {"calib_seconds": 0.5}, {"keep_float": "net.dec.3"}):
+    for kw in ({"observer": "nope"}, {"calib_clips": 0}, {"calib_seconds": 0.5}, {"keep_float": "net.dec.3"},
+               {"percentile": 40.0}, {"percentile": 100.5}):
         with pytest.raises(PocketVQEError):
             PTQConfig(**kw)
     for kw in ({"steps": 0}, {"lr": -1.0}, {"scenarios": ("bogus",)}, {"freeze_observers_after": -2},
@@ -260,3 +261,31 @@ def test_keep_float_takes_containers_that_are_never_called(gm, enh, calib):
     kept = quantize(enh, PTQConfig(keep_float=("net.dec",)), calib, progress=False)
     assert q_nodes(kept) < 0.8 * q_nodes(gm)                         # the decoder is a good share of the net
     assert quantized_linears(kept) == quantized_linears(gm)        # the GRU stays int8
+
+
+def test_decoder_bn_fold_is_exact(enh, test_clip):
+    """Folding each decoder's post-reshape BN into its sub-pixel conv leaves the float step unchanged
+    (max abs 1e-5 over a real clip) and removes those BatchNorms."""
+    from pocketvqe.quant.ptq import fold_decoder_bn
+    folded = fold_decoder_bn(enh)
+    bns = [m for m in folded.net.dec.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not bns and any(isinstance(m, torch.nn.BatchNorm2d) for m in enh.net.dec.modules())
+    a, _ = _float_out(enh, test_clip)
+    b, _ = _float_out(folded, test_clip)
+    assert float((a - b).abs().max()) < 1e-5
+
+
+def test_percentile_observer_saturates_rare_extreme_frames():
+    """The percentile observer's range follows the bulk of the frames, min-max follows the outlier."""
+    from pocketvqe.quant.xnnpack import _activation_observer
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(64, generator=g) for _ in range(999)] + [torch.full((64,), 100.0)]
+    scales = {}
+    for name in ("minmax", "percentile"):
+        obs = _activation_observer(name, 99.0)(dtype=torch.qint8, quant_min=-128, quant_max=127)
+        for f in frames:
+            obs(f)
+        scales[name] = float(obs.calculate_qparams()[0])
+    assert scales["minmax"] * 255 > 100                         # covers the one 100.0 frame
+    assert scales["percentile"] * 255 < 8.0                     # ~[-3.5, 3.5]: randn frame extremes
+    assert scales["percentile"] * 255 > 4.0

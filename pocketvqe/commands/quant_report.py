@@ -15,7 +15,7 @@ def add_arguments(p):
     p.add_argument("--config", help="expected model config name: refuse a checkpoint of another config")
     p.add_argument("--calib-clips", type=int, default=4, help="calibration clips, also the measured audio (default 4)")
     p.add_argument("--calib-seconds", type=float, default=2.0, help="seconds per clip (default 2)")
-    p.add_argument("--observer", choices=OBSERVERS, default="minmax", help="activation observer (default minmax)")
+    p.add_argument("--observer", choices=OBSERVERS, default="percentile", help="activation observer (default percentile)")
     p.add_argument("--keep-float", default="", help="comma list of modules already kept fp32")
     p.add_argument("--int8-dsp", action="store_true", help="quantize the STFT/compression/CCM too")
     p.add_argument("--target-sqnr", type=float, default=30.0, metavar="DB",

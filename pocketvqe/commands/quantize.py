@@ -1,6 +1,6 @@
 """`pocketvqe quantize`: float checkpoint -> int8 step (.pt2) by PTQ or QAT.
 
-    pocketvqe quantize --ckpt X.pt --mode ptq [--observer minmax|moving_average|histogram]
+    pocketvqe quantize --ckpt X.pt --mode ptq [--observer minmax|moving_average|histogram|percentile]
                        [--keep-float net.dec.3,...] [--calib-clips 16] [--calib-seconds 4] --out q.pt2
     pocketvqe quantize --ckpt X.pt --mode qat [--steps 200] [--lr 1e-4] [--batch 8] ... --out q.pt2
     torchrun --nproc_per_node 2 -m pocketvqe.cli quantize --ckpt X.pt --mode qat ... --out q.pt2   # DDP
@@ -29,6 +29,8 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration / training clips")
     g = p.add_argument_group("PTQ")
     g.add_argument("--observer", choices=OBSERVERS, default=d.observer, help=f"activation observer (default {d.observer})")
+    g.add_argument("--percentile", type=float, default=d.percentile,
+                   help=f"with --observer percentile: percentile of the per-frame extremes (default {d.percentile:g})")
     g.add_argument("--calib-clips", type=int, default=d.calib_clips, help=f"calibration clips (default {d.calib_clips})")
     g.add_argument("--calib-seconds", type=float, default=d.calib_seconds,
                    help=f"seconds per calibration clip (default {d.calib_seconds:g})")
@@ -75,7 +77,7 @@ def run(args) -> int:
     if args.mode == "ptq":
         cfg = PTQConfig(observer=args.observer, per_channel=not args.per_tensor, calib_clips=args.calib_clips,
                         calib_seconds=args.calib_seconds, keep_float=_names(args.keep_float),
-                        float_dsp=not args.int8_dsp, seed=args.seed)
+                        float_dsp=not args.int8_dsp, seed=args.seed, percentile=args.percentile)
         calib = calibration_frames(enh, cfg.calib_clips, cfg.calib_seconds, cfg.seed, data=args.data,
                                    progress=progress)
         gm = quantize(enh, cfg, calib, progress=progress)
