@@ -232,7 +232,9 @@ class Bottleneck(nn.Module):
         if self.proj is not None:
             if speaker is None:
                 speaker = torch.zeros(B, self.speaker_dim, dtype=x.dtype, device=x.device)
-            s = self.proj(speaker).unsqueeze(1)                        # (B, 1, P)
+            # (B, 1, D) -> (B, 1, P): no reshape between the int8 linear and the cat (XNNPACK needs
+            # a reshape's input and output qparams equal, the cat imposes its own)
+            s = self.proj(speaker.reshape(B, 1, self.speaker_dim))    # (B, 1, P)
             z = torch.cat([z, s if T == 1 else s.expand(B, T, s.shape[-1])], dim=-1)
         y, h = self.gru(z, h)                                          # (B, T, H)
         return (self.norm(y) if self.norm is not None else y), h

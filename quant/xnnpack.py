@@ -4,7 +4,10 @@ ExecuTorch 1.4.1's XNNPACK quantizer shares qparams across ``slice_copy`` but no
 ``aten.slice.Tensor`` (the op it sees before ``to_edge``) nor ``constant_pad_nd``. A slice or pad
 whose output feeds a quantized op then gets output qparams different from its input's, and
 XNNPACK refuses to build the node when the method loads ("Failed to create static slice node",
-upstream PR pytorch/executorch#21568). We give such nodes their producer's qparams.
+upstream PR pytorch/executorch#21568). We give such nodes their producer's qparams. Reshapes
+(``view``/``reshape``/``unsqueeze``/``squeeze``) are XNNPACK static reshapes with the same rule
+("Failed to create squeeze node"; pvqe-s16's GRU input cat -> narrow -> reshape -> linears broke it). The consumers of such a node read it with the same
+qparams too, so one tensor is quantized once.
 
 >>> q = xnnpack_quantizer()                     # per-channel symmetric int8 weights, int8 activations
 >>> q_qat = xnnpack_quantizer(is_qat=True)
@@ -15,7 +18,8 @@ import torch
 from torch.fx import Node
 
 _SHARED_OPS = (torch.ops.aten.slice.Tensor, torch.ops.aten.narrow.default, torch.ops.aten.pad.default,
-               torch.ops.aten.constant_pad_nd.default)
+               torch.ops.aten.constant_pad_nd.default, torch.ops.aten.view.default, torch.ops.aten.reshape.default,
+               torch.ops.aten.unsqueeze.default, torch.ops.aten.squeeze.dim)
 
 
 def _share_qparams_through_data_movement(model: torch.fx.GraphModule) -> None:
@@ -34,6 +38,13 @@ def _share_qparams_through_data_movement(model: torch.fx.GraphModule) -> None:
             continue
         shared = SharedQuantizationSpec(prev)
         n.meta[key] = QuantizationAnnotation(input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True)
+        for u in n.users:                                   # consumers read the same qparams
+            uann = u.meta.get(key)
+            spec = uann.input_qspec_map.get(n) if uann is not None else None
+            if spec is None:
+                continue
+            if not isinstance(spec, SharedQuantizationSpec):
+                uann.input_qspec_map[n] = SharedQuantizationSpec(n)
 
 
 # Modules whose own ops are signal processing, not network: the STFT/iSTFT (DFT matmuls on PCM), the
