@@ -247,3 +247,22 @@ def test_quant_modes_resolve():
         resolve_quant("qat")
     with pytest.raises(PocketVQEError, match="unknown quant mode 'int4'"):
         resolve_quant("int4")
+
+
+@pytest.mark.slow
+def test_trained_personalized_int8_program_loads_and_runs():
+    """The shipped pvqe-s16 (trained weights: its speaker projection and GRU input quantize to different
+    ranges) gives an int8 program XNNPACK can build: reshapes share their producer's qparams
+    ("Failed to create squeeze node" at load otherwise). Output finite, within 0.1 of the int8 reference."""
+    from pocketvqe.export.lower import load_method
+    from pocketvqe.models import load_checkpoint
+    from pocketvqe.quant import PTQConfig, calibration_frames
+    enh, _ = load_checkpoint(Path(__file__).parents[1] / "models" / "checkpoints" / "pvqe-s16.pt")
+    calib = calibration_frames(enh, n_clips=2, seconds=1.0, seed=0)
+    prog = export_program(enh, "ptq", calib, ptq_config=PTQConfig(calib_clips=2, calib_seconds=1.0))
+    method = load_method(prog.buffer)
+    frames = list(calib)[:5]
+    got = stream(lambda *a: method.execute(a), frames, prog.step.init_state())
+    want = stream(prog.reference, frames, prog.step.init_state())
+    assert np.isfinite(got).all()
+    assert float(np.abs(got - want).max()) < 0.1
