@@ -26,8 +26,8 @@ class BuildConfig:
     ckpt: str | None = None
     quant: str = "ptq"               # the int8 program: ptq (calibrated here) or a quantized .pt2 (e.g. from QAT)
     # PTQ mixed precision: modules kept fp32. The last decoder block (it outputs the CCM mask) is where
-    # int8 rounding diverges most on the trained dvqe-s16: free-running .pte vs int8 reference 13.7 dB
-    # all-int8, 22.8 dB with it fp32 (see README, "int8 fidelity"); its 1.7 M MACs then run fp32.
+    # int8 rounding diverges most on the trained dvqe-s16 (numbers in README, "Int8 fidelity on the
+    # trained model"); its 1.7 M MACs then run fp32.
     keep_float: tuple[str, ...] = ("net.dec.3",)
     out: str = "build"
     calib_clips: int = 8

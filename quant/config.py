@@ -37,10 +37,10 @@ def _check_keep_float(where: str, names) -> None:
 class PTQConfig:
     """Post-training static int8 quantization (XNNPACK recipe, DESIGN §5).
 
-    observer: activation range observer used during calibration: ``percentile`` (default; see below),
-    ``minmax`` (keeps every peak, fast), ``moving_average``, ``histogram`` (MSE-optimal ranges, ~20x slower to calibrate) or
-    ``percentile`` (the ``percentile``-th percentile of the per-frame extremes: the rarest extreme
-    frames saturate so that every other frame gets a finer grid).
+    observer: activation range observer used during calibration: ``percentile`` (default: the
+    ``percentile``-th percentile of the per-frame extremes, so the rarest extreme frames saturate and
+    every other frame gets a finer grid), ``minmax`` (keeps every peak), ``moving_average`` or
+    ``histogram`` (MSE-optimal ranges, ~20x slower to calibrate).
     per_channel: per-output-channel symmetric int8 weights (else per tensor).
     calib_clips / calib_seconds: simulated clips (every scenario the model serves, cycled) that the
     streaming step runs over; calib_seconds >= 1 (the simulator's minimum).

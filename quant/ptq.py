@@ -11,7 +11,6 @@ like the step: ``(*signals, *state) -> (enhanced[hop], *state)``.
 from __future__ import annotations
 
 import copy
-
 import difflib
 import time
 from typing import Sequence

@@ -6,8 +6,8 @@ whose output feeds a quantized op then gets output qparams different from its in
 XNNPACK refuses to build the node when the method loads ("Failed to create static slice node",
 upstream PR pytorch/executorch#21568). We give such nodes their producer's qparams. Reshapes
 (``view``/``reshape``/``unsqueeze``/``squeeze``) are XNNPACK static reshapes with the same rule
-("Failed to create squeeze node"; pvqe-s16's GRU input cat -> narrow -> reshape -> linears broke it). The consumers of such a node read it with the same
-qparams too, so one tensor is quantized once.
+("Failed to create squeeze node": pvqe-s16's GRU input cat -> narrow -> reshape -> linears broke
+it). The consumers of such a node read it with the same qparams too: one tensor, one quantization.
 
 >>> q = xnnpack_quantizer()                     # per-channel symmetric int8 weights, int8 activations
 >>> q_qat = xnnpack_quantizer(is_qat=True)
