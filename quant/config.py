@@ -93,6 +93,10 @@ class QATConfig:
     freeze_observers_after: step after which activation/weight ranges stop moving (-1 = never).
     freeze_bn_after: step after which BatchNorm uses its running statistics (0 = from the start,
     the default: the step sees one frame at a time, so batch statistics would be per-frame).
+    init_batches / percentile: before the first step, stream ``init_batches`` training batches
+    through the step in float and set every activation range to the ``percentile``-th percentile of
+    the per-frame extremes (PTQ's ``percentile`` observer); those ranges then stay fixed while the
+    weights learn them. 0 = no initialization: moving-average ranges learned from scratch.
     scenarios: simulator scenarios (empty = every scenario the model serves).
     keep_float / float_dsp: as in PTQConfig. weight_decay / grad_clip as in training.
     data: corpus folder (None: $POCKETVQE_DATA or ~/.cache/pocketvqe/corpus).
@@ -115,6 +119,8 @@ class QATConfig:
     enroll_seconds: tuple[float, float] = (5.0, 10.0)
     data: str | None = None
     seed: int = 0
+    init_batches: int = 4
+    percentile: float = 99.9
 
     def __post_init__(self):
         _tuplify(self)
@@ -125,7 +131,7 @@ class QATConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 bad(f"{name}={v!r} must be an integer >= 1")
-        for name in ("warmup", "seed", "freeze_bn_after"):
+        for name in ("warmup", "seed", "freeze_bn_after", "init_batches"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 bad(f"{name}={v!r} must be an integer >= 0")
@@ -133,6 +139,8 @@ class QATConfig:
             bad(f"freeze_observers_after={self.freeze_observers_after!r} must be a step >= 0, or -1 for never")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             bad(f"lr={self.lr!r} must be a positive number (QAT fine-tunes: 1e-4 is a good start)")
+        if not (isinstance(self.percentile, (int, float)) and 50.0 < self.percentile <= 100.0):
+            bad(f"percentile={self.percentile!r} must be in (50, 100] (99.9 lets the rarest frames saturate)")
         if not self.clip_seconds >= 1.0:
             bad(f"clip_seconds={self.clip_seconds} must be >= 1 (the simulator's minimum)")
         if not self.weight_decay >= 0 or not self.grad_clip >= 0:

@@ -36,7 +36,7 @@ from pocketvqe.errors import PocketVQEError
 from pocketvqe.export.step import StreamStep
 
 from .config import QATConfig
-from .ptq import META_KEY, n_signals, resolve_keep_float
+from .ptq import META_KEY, fold_decoder_bn, n_signals, resolve_keep_float
 
 
 class BatchStep(StreamStep):
@@ -74,6 +74,7 @@ class QATModel:
     history: list[dict] = field(default_factory=list)
     bn_frozen: bool = False
     observers_frozen: bool = False
+    ranges: dict | None = None          # init_ranges' summary (frames, percentile, fake quants set)
     env: object = None                  # the DistEnv fine_tune ran under (is_main: the rank that saves)
 
     @property
@@ -96,7 +97,7 @@ def prepare_qat(enhancer, config: QATConfig | None = None) -> QATModel:
                              "QAT fine-tunes weights; unfreeze them (enhancer.requires_grad_(True)) or use PTQ")
     keep = resolve_keep_float(enhancer, config.keep_float)
     float_model = enhancer
-    work = copy.deepcopy(enhancer).train()
+    work = fold_decoder_bn(enhancer).train()      # as PTQ: the decoder BN after the sub-pixel reshape is folded
     step = BatchStep(work).train()
     B = 2
     n_in = n_signals(work.cfg)
@@ -111,6 +112,74 @@ def prepare_qat(enhancer, config: QATConfig | None = None) -> QATModel:
     prepared = prepare_qat_pt2e(ep.module(), xnnpack_quantizer(per_channel=config.per_channel, is_qat=True,
                                                                keep_float=keep, float_dsp=config.float_dsp))
     return QATModel(prepared, float_model, config, keep, [tuple(s) for s in step.state_shapes])
+
+
+def _activation_fake_quants(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
+    """Name -> fake-quant module of every activation (per-tensor) range; weights are per-channel."""
+    from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
+    out = {}
+    for name, m in prepared.named_modules():
+        obs = getattr(m, "activation_post_process", None)
+        if obs is not None and hasattr(m, "observer_enabled") and not isinstance(obs, PerChannelMinMaxObserver):
+            out[name] = m
+    return out
+
+
+def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False) -> dict:
+    """Stream ``batches`` through the step with fake quantization off (float activations, as PTQ
+    calibration sees them), set every activation range to the ``percentile``-th percentile of the
+    per-frame extremes, and freeze those ranges (weights keep their per-channel observers)."""
+    import numpy as np
+    from tqdm import tqdm
+    _freeze(qm, 0)                                       # BN on running statistics, as in training
+    fqs = _activation_fake_quants(qm.prepared)
+    lows: dict[str, list] = {k: [] for k in fqs}
+    highs: dict[str, list] = {k: [] for k in fqs}
+
+    def hook(name):
+        def record(_mod, args):
+            x = args[0].detach()
+            B = x.shape[0] if x.dim() > 1 else 1
+            x = x.reshape(B, -1) if x.numel() else x.reshape(1, 0)
+            if x.numel():                                # one extreme per frame of the batch
+                lows[name].append(x.amin(1).float())
+                highs[name].append(x.amax(1).float())
+        return record
+    handles = [m.register_forward_pre_hook(hook(k)) for k, m in fqs.items()]
+    for m in fqs.values():
+        m.fake_quant_enabled.fill_(0)
+        m.observer_enabled.fill_(0)
+    frames = 0
+    try:
+        with torch.no_grad():
+            for batch in tqdm(batches, desc="QAT range init", unit="batch", disable=not progress, file=sys.stderr):
+                frames += stream_batch(qm, batch["mic"], batch["far"], _speaker(qm, batch)).numel() // qm.cfg.hop
+    finally:
+        for h in handles:
+            h.remove()
+    for k, m in fqs.items():
+        obs = m.activation_post_process
+        if lows[k]:
+            lo = min(float(np.percentile(torch.cat(lows[k]).numpy(), 100.0 - percentile)), 0.0)
+            hi = max(float(np.percentile(torch.cat(highs[k]).numpy(), percentile)), 0.0)
+            obs.min_val.resize_(()).fill_(lo)
+            obs.max_val.resize_(()).fill_(hi)
+            scale, zp = obs.calculate_qparams()
+            m.scale.resize_(scale.shape).copy_(scale)
+            m.zero_point.resize_(zp.shape).copy_(zp)
+        m.fake_quant_enabled.fill_(1)                    # observer stays off: the range is fixed
+    qm.ranges = {"frames": frames, "percentile": percentile, "fake_quants": len(fqs),
+                 "set": sum(1 for k in fqs if lows[k])}
+    return qm.ranges
+
+
+def _speaker(qm: QATModel, batch) -> torch.Tensor | None:
+    """Host-side float enrollment of a personalized model's batch (fixed, no gradient)."""
+    if not qm.cfg.personalized:
+        return None
+    from pocketvqe.train import speaker_embedding
+    with torch.no_grad():
+        return speaker_embedding(qm.enhancer.eval(), batch["enroll"], batch["enroll_lengths"])
 
 
 def _freeze(qm: QATModel, step: int) -> None:
@@ -151,7 +220,7 @@ def stream_batch(qm: QATModel, mic: torch.Tensor, far: torch.Tensor | None, spea
 def _train_config(qm: QATModel):
     from pocketvqe.train import TrainConfig
     c = qm.config
-    return TrainConfig(model=qm.cfg.name, steps=c.steps, batch=c.batch, lr=c.lr, clip_seconds=c.clip_seconds,
+    return TrainConfig(model=qm.cfg.name, steps=c.steps + c.init_batches, batch=c.batch, lr=c.lr, clip_seconds=c.clip_seconds,
                        scenarios=c.scenarios, data=c.data, seed=c.seed, workers=0, enroll_seconds=c.enroll_seconds,
                        ckpt_every=0, valid_every=0)
 
@@ -173,7 +242,7 @@ def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
     ``[{step, loss, lr, grad_norm, sec}]`` (loss averaged over ranks), also in ``qm.history``."""
     from tqdm import tqdm
 
-    from pocketvqe.train import CompressedSpectralLoss, speaker_embedding
+    from pocketvqe.train import CompressedSpectralLoss
     from pocketvqe.train import ddp as D
     from pocketvqe.train.loop import make_loader
     c = qm.config
@@ -190,6 +259,10 @@ def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
         for p in params:
             dist.broadcast(p.data, src=0)
     loader, _ = make_loader(_train_config(qm), qm.cfg, env, 0)
+    loader = iter(loader)
+    if c.init_batches and qm.ranges is None:
+        init_ranges(qm, [next(loader) for _ in range(c.init_batches)], c.percentile, progress and env.is_main)
+        D.broadcast_buffers(env, qm.prepared)                    # every rank takes rank 0's ranges
     loss_fn = CompressedSpectralLoss(qm.cfg.n_fft, qm.cfg.hop)
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
     bar = tqdm(total=c.steps, desc=f"QAT {qm.cfg.name}", unit="step", disable=not (progress and env.is_main),
@@ -199,11 +272,7 @@ def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
         _freeze(qm, step)
         for g in opt.param_groups:
             g["lr"] = c.lr_at(step)
-        speaker = None
-        if qm.cfg.personalized:
-            with torch.no_grad():                                # host-side float enrollment, fixed
-                speaker = speaker_embedding(qm.enhancer.eval(), batch["enroll"], batch["enroll_lengths"])
-        out = stream_batch(qm, batch["mic"], batch["far"], speaker)
+        out = stream_batch(qm, batch["mic"], batch["far"], _speaker(qm, batch))
         loss = loss_fn(out, batch["target"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -243,8 +312,10 @@ def convert(qm: QATModel) -> torch.fx.GraphModule:
     gm.meta[META_KEY] = {"mode": "qat", "config": qm.config.to_dict(), "keep_float": list(qm.keep_float),
                          "steps": len(qm.history), "loss_first": losses[0] if losses else None,
                          "loss_last": losses[-1] if losses else None,
-                         "calibration": {"observer": "qat (moving-average fake quant)",
-                                         "clips": len(qm.history) * qm.config.batch,
+                         "calibration": {"observer": (f"qat (percentile {qm.ranges['percentile']:g} init over "
+                                                      f"{qm.ranges['frames']} frames, then fixed)" if qm.ranges
+                                                      else "qat (moving-average fake quant)"),
+                                         "clips": (len(qm.history) + qm.config.init_batches) * qm.config.batch,
                                          "seconds_per_clip": qm.config.clip_seconds,
                                          "scenarios": list(qm.config.scenarios) or "all served"},
                          "convert_seconds": round(time.perf_counter() - t0, 2)}

@@ -30,7 +30,7 @@ def add_arguments(p):
     g = p.add_argument_group("PTQ")
     g.add_argument("--observer", choices=OBSERVERS, default=d.observer, help=f"activation observer (default {d.observer})")
     g.add_argument("--percentile", type=float, default=d.percentile,
-                   help=f"with --observer percentile: percentile of the per-frame extremes (default {d.percentile:g})")
+                   help=f"with --observer percentile (and QAT's range init): percentile of the per-frame extremes (default {d.percentile:g})")
     g.add_argument("--calib-clips", type=int, default=d.calib_clips, help=f"calibration clips (default {d.calib_clips})")
     g.add_argument("--calib-seconds", type=float, default=d.calib_seconds,
                    help=f"seconds per calibration clip (default {d.calib_seconds:g})")
@@ -43,6 +43,9 @@ def add_arguments(p):
                    help="step after which quantization ranges stop moving (-1 = never)")
     g.add_argument("--freeze-bn-after", type=int, default=q.freeze_bn_after,
                    help=f"step after which BatchNorm uses running statistics (default {q.freeze_bn_after})")
+    g.add_argument("--init-batches", type=int, default=q.init_batches,
+                   help=f"batches whose per-frame extremes set the fixed activation ranges before step 1 "
+                        f"(percentile --percentile; 0 = moving-average ranges from scratch; default {q.init_batches})")
     g.add_argument("--scenarios", help="comma list of simulator scenarios (default: every one the model serves)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -86,7 +89,8 @@ def run(args) -> int:
         cfg = QATConfig(steps=args.steps, lr=args.lr, batch=args.batch, clip_seconds=args.clip_seconds,
                         freeze_observers_after=args.freeze_observers_after, freeze_bn_after=args.freeze_bn_after,
                         scenarios=_names(args.scenarios), keep_float=_names(args.keep_float),
-                        per_channel=not args.per_tensor, float_dsp=not args.int8_dsp, data=args.data, seed=args.seed)
+                        per_channel=not args.per_tensor, float_dsp=not args.int8_dsp, data=args.data, seed=args.seed,
+                        init_batches=args.init_batches, percentile=args.percentile)
         qm = prepare_qat(enh, cfg)
         history = fine_tune(qm, progress=progress)
         main = qm.env.is_main
