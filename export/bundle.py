@@ -5,7 +5,7 @@ converted int8 GraphModule for int8) streams ``warmup`` frames first so the stat
 then K consecutive frames; test case k holds ``(signals_k, *state_k)`` and the reference's
 ``(enhanced_k, *state_k+1)``, so every case starts from the reference's own state (rounding
 differences do not accumulate across cases). Personalized programs also bundle enrollment cases
-(fp32). The runtime verifies each case with the variant's rtol/atol (``TOLERANCES``); on a phone
+(against the fp32 or, in int8 programs, the int8 enrollment step). The runtime verifies each case with the variant's rtol/atol (``TOLERANCES``); on a phone
 the ExecuTorch runner does the same with the ``.bpte``.
 
 >>> data = make_bundle(prog, frames, k=8)          # frames: per-hop signal tuples of a real clip
@@ -40,11 +40,12 @@ def _forward_cases(prog, frames: Sequence[Sequence[torch.Tensor]], k: int, warmu
 
 def _enroll_cases(prog, frames, k: int):
     enroll, cases_step = prog.enroll, []
+    ref = prog.enroll_reference if prog.enroll_reference is not None else enroll
     acc = enroll.init_state()
     with torch.no_grad():
         for t in range(len(frames)):
             inputs = (frames[t][0].reshape(-1), *acc)
-            out = tuple(o.detach().contiguous().clone() for o in enroll(*inputs))
+            out = tuple(o.detach().contiguous().clone() for o in ref(*inputs))
             if t >= len(frames) - k:
                 cases_step.append((inputs, out))
             acc = list(out)
@@ -77,22 +78,25 @@ INT8_QUANTA = 4     # int8 bundle slack: this many quantization steps of the lar
 
 
 def bundle_tolerances(prog, bpte: bytes | None = None) -> dict:
-    """{method: (rtol, atol)}: the variant's for forward, fp32 ones for the enrollment methods.
+    """{method: (rtol, atol)}: the variant's for forward, the enrollment ones for enroll_step/finish.
 
-    Given the int8 program's ``bpte``, forward's atol is at least INT8_QUANTA quantization steps
-    (peak / 127) of the largest expected output: the bundle has one tolerance per method, and the
-    runtime's int8 kernels may round a state tensor with a wide range (a trained model's AlignBlock
-    buffers) a quantum or two away from the PyTorch reference."""
+    Given an int8 program's ``bpte``, the atol of forward (and of the int8 enroll_step) is at least
+    INT8_QUANTA quantization steps (peak / 127) of the method's largest expected output: the bundle
+    has one tolerance per method, and the runtime's int8 kernels may round a state tensor with a wide
+    range (a trained model's AlignBlock buffers) a quantum or two away from the PyTorch reference."""
     tol = prog.tolerances
     out = {"forward": (tol["bundle_rtol"], tol["bundle_atol"])}
-    if bpte is not None and prog.quant != "fp32":
-        peak = max((float(np.abs(np.frombuffer(bytes(o.val.data), dtype=np.float32)).max())
-                    for case in _suites(bpte).get("forward", []) for o in case.expected_outputs
-                    if hasattr(o.val, "data") and len(o.val.data)), default=0.0)
-        out["forward"] = (tol["bundle_rtol"], max(tol["bundle_atol"], INT8_QUANTA * peak / 127))
     if "enroll" in tol:
         e = tol["enroll"]
         out["enroll_step"] = out["enroll_finish"] = (e["bundle_rtol"], e["bundle_atol"])
+    if bpte is not None and prog.quant != "fp32":
+        suites = _suites(bpte)
+        for method in ("forward", "enroll_step"):
+            if method in out:
+                peak = max((float(np.abs(np.frombuffer(bytes(o.val.data), dtype=np.float32)).max())
+                            for case in suites.get(method, []) for o in case.expected_outputs
+                            if hasattr(o.val, "data") and len(o.val.data)), default=0.0)
+                out[method] = (out[method][0], max(out[method][1], INT8_QUANTA * peak / 127))
     return out
 
 

@@ -35,8 +35,8 @@ def export_model(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor]
 def rewrite_for_delegation(ep: torch.export.ExportedProgram, fold_constants: bool = False) -> torch.export.ExportedProgram:
     """Rewrite ops XNNPACK does not take into equivalent ones it does (in place, returns ``ep``):
     ``unsqueeze`` -> ``view`` (a reshape), ``zeros_like(x)`` -> ``x * 0``; with ``fold_constants``,
-    input-independent subgraphs (``zeros(...)`` and what is computed from them) become constants.
-    Folding is for fp32 methods only: it would turn an int8 weight's dequantize into an fp32 constant."""
+    input-independent subgraphs (``zeros(...)`` and what is computed from them) become constants;
+    quantize/dequantize ops are never folded (an int8 weight stays int8, not an fp32 constant)."""
     aten = torch.ops.aten
     changed = False
     for node in ep.graph.nodes:
@@ -51,8 +51,9 @@ def rewrite_for_delegation(ep: torch.export.ExportedProgram, fold_constants: boo
     if changed:
         ep.graph_module.recompile()
     if fold_constants:
-        from executorch.exir.passes.constant_prop_pass import constant_prop_pass
-        ep = constant_prop_pass(ep)
+        from executorch.exir.operator.util import _QUANT_PRIMITIVES
+        from executorch.exir.passes import constant_prop_pass as cp
+        ep = cp.constant_prop_pass(ep, custom_skip_targets=cp._DEFAULT_SKIP_TARGETS | set(_QUANT_PRIMITIVES))
     return ep
 
 

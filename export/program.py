@@ -1,7 +1,8 @@
 """Device programs: StreamStep (+ enrollment methods) -> fp32 / int8 PTQ / int8 from a .pt2 -> XNNPACK -> .pte.
 
 A program holds the methods ``forward`` (the step, :mod:`export.step`), for personalized configs with
-the internal embedding ``enroll_step`` / ``enroll_finish`` (:mod:`export.enroll`, always fp32), and
+the internal embedding ``enroll_step`` / ``enroll_finish`` (:mod:`export.enroll`; int8 in int8 programs,
+sharing ``forward``'s int8 weights), and
 constant methods with its description (:func:`metadata`; read back by :mod:`export.runner`).
 
 Quant modes (``quant=``): ``fp32`` (alias ``none``); ``ptq`` (alias ``int8``): int8 post-training
@@ -29,7 +30,7 @@ from pocketvqe.fileio import atomic_write_text
 from pocketvqe.models import Enhancer, ModelConfig
 from pocketvqe.models.checkpoint import versions
 
-from .enroll import EnrollFinish, EnrollStep, supports_device_enrollment
+from .enroll import EnrollFinish, EnrollStep, quantize_enroll, supports_device_enrollment
 from .lower import export_model, lower, rewrite_for_delegation, quantize_pt2e_static, save, to_executorch, undelegated_compute_ops
 from .step import StreamStep
 
@@ -44,7 +45,13 @@ TOLERANCES = {
     "ptq": {"reference": "converted int8 GraphModule", "snr_db": 35.0, "bundle_rtol": 0.05, "bundle_atol": 0.25},
     "qat": {"reference": "converted int8 GraphModule", "snr_db": 35.0, "bundle_rtol": 0.05, "bundle_atol": 0.25},
 }
-ENROLL_TOLERANCE = {"cosine_vs_checkpoint": 0.999, "bundle_rtol": 1e-3, "bundle_atol": 1e-4}
+# Enrollment: the program's embedding vs the float checkpoint's (Enhancer.enroll), and the bundle's
+# per-case tolerances of enroll_step / enroll_finish against their reference (fp32 or int8 EnrollStep).
+ENROLL_TOLERANCES = {
+    "fp32": {"cosine_vs_checkpoint": 0.999, "bundle_rtol": 1e-3, "bundle_atol": 1e-4},
+    "int8": {"cosine_vs_checkpoint": 0.99, "bundle_rtol": 0.05, "bundle_atol": 0.25},
+}
+ENROLL_TOLERANCE = ENROLL_TOLERANCES["fp32"]
 
 
 @dataclass
@@ -60,12 +67,13 @@ class Program:
     extra: dict = field(default_factory=dict)
     et_program: object = None      # ExecutorchProgramManager (bundling, ETRecord)
     enroll: EnrollStep | None = None
+    enroll_reference: torch.nn.Module | None = None   # what enroll_step must equal: ``enroll`` or its int8 form
 
     @property
     def tolerances(self) -> dict:
         tol = dict(TOLERANCES[self.quant])
         if self.enroll is not None:
-            tol["enroll"] = ENROLL_TOLERANCE
+            tol["enroll"] = ENROLL_TOLERANCES["fp32" if self.quant == "fp32" else "int8"]
         return tol
 
     @property
@@ -210,6 +218,12 @@ def export_program(enhancer: Enhancer, quant: str = "fp32",
     ep = export_model(step, example)
     reference: torch.nn.Module = step
     quant_info = {"mode": "fp32"}
+    device_enroll = supports_device_enrollment(enhancer.cfg)
+    api = _quant_api()
+    if mode != "fp32" and calibration is None and api is not None and (mode == "ptq" or device_enroll):
+        config = ptq_config if ptq_config is not None else api["PTQConfig"]()     # = what quantize() would draw
+        calibration = api["calibration_frames"](enhancer, config.calib_clips, config.calib_seconds, config.seed,
+                                                progress=progress)
     if mode == "ptq":
         reference, quant_info = _ptq_reference(enhancer, step, ep, calibration, ptq_config, progress)
     elif mode == "qat":
@@ -218,10 +232,13 @@ def export_program(enhancer: Enhancer, quant: str = "fp32",
     if reference is not step:
         ep = export_model(reference, example)
     methods = {"forward": rewrite_for_delegation(ep)}
-    enroll = None
-    if supports_device_enrollment(enhancer.cfg):          # fp32 even in int8 programs (export.enroll)
-        enroll = EnrollStep(enhancer).eval()
-        methods["enroll_step"] = rewrite_for_delegation(export_model(enroll, enroll.example_inputs()), True)
+    enroll = enroll_ref = None
+    if device_enroll:                        # int8 programs: int8 enroll_step sharing forward's weights
+        enroll = enroll_ref = EnrollStep(enhancer).eval()
+        if mode != "fp32" and calibration:
+            per_channel = ptq_config.per_channel if ptq_config is not None else True
+            enroll_ref = quantize_enroll(enroll, calibration, per_channel=per_channel)
+        methods["enroll_step"] = rewrite_for_delegation(export_model(enroll_ref, enroll.example_inputs()), True)
         finish = EnrollFinish(enroll).eval()
         methods["enroll_finish"] = export_model(finish, finish.example_inputs())
     meta = metadata(step, mode, enroll, quant_info)
@@ -234,7 +251,8 @@ def export_program(enhancer: Enhancer, quant: str = "fp32",
     delegation = _delegation(edge, offenders)
     et = to_executorch(edge)
     return Program(f"{enhancer.cfg.name}-{mode}", mode, et.buffer, step, reference, meta, delegation,
-                   time.perf_counter() - t0, extra={"quant": quant_info}, et_program=et, enroll=enroll)
+                   time.perf_counter() - t0, extra={"quant": quant_info}, et_program=et, enroll=enroll,
+                   enroll_reference=enroll_ref)
 
 
 def write_program(prog: Program, out_dir: str | Path) -> Path:
