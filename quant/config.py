@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from pocketvqe.errors import PocketVQEError
 
-OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")     # = quant.xnnpack.OBSERVERS
+OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")     # activation observers (quant.xnnpack)
 SCENARIOS = ("noise", "reverb", "echo_fe_st", "echo_ne_st", "double_talk", "interferer")
 
 
@@ -95,8 +95,10 @@ class QATConfig:
     the default: the step sees one frame at a time, so batch statistics would be per-frame).
     init_batches / percentile: before the first step, stream ``init_batches`` training batches
     through the step in float and set every activation range to the ``percentile``-th percentile of
-    the per-frame extremes (PTQ's ``percentile`` observer); those ranges then stay fixed while the
-    weights learn them. 0 = no initialization: moving-average ranges learned from scratch.
+    the per-frame extremes (PTQ's ``percentile`` observer). 0 = no initialization: moving-average
+    ranges learned from scratch.
+    fixed_ranges: after the initialization the activation ranges stay fixed while the weights learn
+    them (default); False: moving-average observers carry on from the initialized ranges.
     scenarios: simulator scenarios (empty = every scenario the model serves).
     keep_float / float_dsp: as in PTQConfig. weight_decay / grad_clip as in training.
     data: corpus folder (None: $POCKETVQE_DATA or ~/.cache/pocketvqe/corpus).
@@ -121,6 +123,7 @@ class QATConfig:
     seed: int = 0
     init_batches: int = 4
     percentile: float = 99.9
+    fixed_ranges: bool = True
 
     def __post_init__(self):
         _tuplify(self)

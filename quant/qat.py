@@ -125,10 +125,11 @@ def _activation_fake_quants(prepared: torch.fx.GraphModule) -> dict[str, nn.Modu
     return out
 
 
-def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False) -> dict:
+def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False, fixed: bool = True) -> dict:
     """Stream ``batches`` through the step with fake quantization off (float activations, as PTQ
-    calibration sees them), set every activation range to the ``percentile``-th percentile of the
-    per-frame extremes, and freeze those ranges (weights keep their per-channel observers)."""
+    calibration sees them) and set every activation range to the ``percentile``-th percentile of the
+    per-frame extremes; with ``fixed`` those ranges stay (else the moving averages carry on from
+    them). Weights keep their per-channel observers."""
     import numpy as np
     from tqdm import tqdm
     _freeze(qm, 0)                                       # BN on running statistics, as in training
@@ -167,9 +168,10 @@ def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False
             scale, zp = obs.calculate_qparams()
             m.scale.resize_(scale.shape).copy_(scale)
             m.zero_point.resize_(zp.shape).copy_(zp)
-        m.fake_quant_enabled.fill_(1)                    # observer stays off: the range is fixed
+        m.fake_quant_enabled.fill_(1)
+        m.observer_enabled.fill_(0 if fixed else 1)
     qm.ranges = {"frames": frames, "percentile": percentile, "fake_quants": len(fqs),
-                 "set": sum(1 for k in fqs if lows[k])}
+                 "set": sum(1 for k in fqs if lows[k]), "fixed": fixed}
     return qm.ranges
 
 
@@ -261,7 +263,8 @@ def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
     loader, _ = make_loader(_train_config(qm), qm.cfg, env, 0)
     loader = iter(loader)
     if c.init_batches and qm.ranges is None:
-        init_ranges(qm, [next(loader) for _ in range(c.init_batches)], c.percentile, progress and env.is_main)
+        init_ranges(qm, [next(loader) for _ in range(c.init_batches)], c.percentile, progress and env.is_main,
+                    fixed=c.fixed_ranges)
         D.broadcast_buffers(env, qm.prepared)                    # every rank takes rank 0's ranges
     loss_fn = CompressedSpectralLoss(qm.cfg.n_fft, qm.cfg.hop)
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
@@ -313,7 +316,9 @@ def convert(qm: QATModel) -> torch.fx.GraphModule:
                          "steps": len(qm.history), "loss_first": losses[0] if losses else None,
                          "loss_last": losses[-1] if losses else None,
                          "calibration": {"observer": (f"qat (percentile {qm.ranges['percentile']:g} init over "
-                                                      f"{qm.ranges['frames']} frames, then fixed)" if qm.ranges
+                                                      f"{qm.ranges['frames']} frames, then "
+                                                      f"{'fixed' if qm.ranges['fixed'] else 'moving average'})"
+                                                      if qm.ranges
                                                       else "qat (moving-average fake quant)"),
                                          "clips": (len(qm.history) + qm.config.init_batches) * qm.config.batch,
                                          "seconds_per_clip": qm.config.clip_seconds,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch.fx import Node
 
+from .config import OBSERVERS
+
 _SHARED_OPS = (torch.ops.aten.slice.Tensor, torch.ops.aten.narrow.default, torch.ops.aten.pad.default,
                torch.ops.aten.constant_pad_nd.default, torch.ops.aten.view.default, torch.ops.aten.reshape.default,
                torch.ops.aten.unsqueeze.default, torch.ops.aten.squeeze.dim)
@@ -110,9 +112,6 @@ def _drop_dangling_shares(model: torch.fx.GraphModule) -> None:
             if any(isinstance(q, SharedQuantizationSpec) and not alive(q.edge_or_node) for q in specs):
                 del n.meta[key]
                 changed = True
-
-
-OBSERVERS = ("minmax", "moving_average", "histogram", "percentile")
 
 
 def _frame_percentile_observer(percentile: float):

@@ -46,6 +46,8 @@ def add_arguments(p):
     g.add_argument("--init-batches", type=int, default=q.init_batches,
                    help=f"batches whose per-frame extremes set the fixed activation ranges before step 1 "
                         f"(percentile --percentile; 0 = moving-average ranges from scratch; default {q.init_batches})")
+    g.add_argument("--moving-ranges", action="store_true",
+                   help="after the range init, let moving-average observers carry on (default: ranges stay fixed)")
     g.add_argument("--scenarios", help="comma list of simulator scenarios (default: every one the model serves)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -90,7 +92,8 @@ def run(args) -> int:
                         freeze_observers_after=args.freeze_observers_after, freeze_bn_after=args.freeze_bn_after,
                         scenarios=_names(args.scenarios), keep_float=_names(args.keep_float),
                         per_channel=not args.per_tensor, float_dsp=not args.int8_dsp, data=args.data, seed=args.seed,
-                        init_batches=args.init_batches, percentile=args.percentile)
+                        init_batches=args.init_batches, percentile=args.percentile,
+                        fixed_ranges=not args.moving_ranges)
         qm = prepare_qat(enh, cfg)
         history = fine_tune(qm, progress=progress)
         main = qm.env.is_main
