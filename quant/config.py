@@ -97,8 +97,9 @@ class QATConfig:
     through the step in float and set every activation range to the ``percentile``-th percentile of
     the per-frame extremes (PTQ's ``percentile`` observer). 0 = no initialization: moving-average
     ranges learned from scratch.
-    fixed_ranges: after the initialization the activation ranges stay fixed while the weights learn
-    them (default); False: moving-average observers carry on from the initialized ranges.
+    fixed_ranges: False (default): moving-average observers carry on from the initialized ranges;
+    True: the ranges stay fixed while the weights learn them. On dvqe-s16 (200 steps) the moving
+    ranges gave PESQ 1.52 / OVRL 2.15 against 1.49 / 2.04 fixed (float 1.57 / 2.19; README).
     scenarios: simulator scenarios (empty = every scenario the model serves).
     keep_float / float_dsp: as in PTQConfig. weight_decay / grad_clip as in training.
     data: corpus folder (None: $POCKETVQE_DATA or ~/.cache/pocketvqe/corpus).
@@ -123,7 +124,7 @@ class QATConfig:
     seed: int = 0
     init_batches: int = 4
     percentile: float = 99.9
-    fixed_ranges: bool = True
+    fixed_ranges: bool = False
 
     def __post_init__(self):
         _tuplify(self)

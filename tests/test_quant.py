@@ -175,12 +175,13 @@ def test_report_blames_the_outlier_layer_and_keeping_it_float_raises_sqnr(outlie
 # -------------------------------------------------------------------------------------------- QAT
 def test_qat_few_steps_run_and_convert_to_the_ptq_form(enh, test_clip):
     """Range init on one batch, then two QAT steps on 1 s clips: every activation range is set from
-    the percentile of the per-frame extremes and stays fixed while the weights train; finite
+    the percentile of the per-frame extremes and (``fixed_ranges``) stays fixed while the weights train; finite
     losses, loss curve recorded, and the converted model is an int8 step with PTQ's signature (all
     GRU linears int8) whose SQNR against float is > 25 dB (measured 34.7 dB; moving-average ranges
     learned from scratch over the same two steps gave ~18 dB)."""
     from pocketvqe.quant.qat import _activation_fake_quants
-    qm = prepare_qat(enh, QATConfig(steps=2, batch=2, clip_seconds=1.0, lr=1e-5, warmup=0, init_batches=1))
+    qm = prepare_qat(enh, QATConfig(steps=2, batch=2, clip_seconds=1.0, lr=1e-5, warmup=0, init_batches=1,
+                                    fixed_ranges=True))
     hist = fine_tune(qm, progress=False)
     assert [h["step"] for h in hist] == [1, 2] and all(math.isfinite(h["loss"]) for h in hist)
     fqs = _activation_fake_quants(qm.prepared)

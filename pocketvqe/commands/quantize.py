@@ -46,8 +46,8 @@ def add_arguments(p):
     g.add_argument("--init-batches", type=int, default=q.init_batches,
                    help=f"batches whose per-frame extremes set the fixed activation ranges before step 1 "
                         f"(percentile --percentile; 0 = moving-average ranges from scratch; default {q.init_batches})")
-    g.add_argument("--moving-ranges", action="store_true",
-                   help="after the range init, let moving-average observers carry on (default: ranges stay fixed)")
+    g.add_argument("--fixed-ranges", action="store_true",
+                   help="keep the initialized activation ranges fixed (default: moving averages carry on from them)")
     g.add_argument("--scenarios", help="comma list of simulator scenarios (default: every one the model serves)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -93,7 +93,7 @@ def run(args) -> int:
                         scenarios=_names(args.scenarios), keep_float=_names(args.keep_float),
                         per_channel=not args.per_tensor, float_dsp=not args.int8_dsp, data=args.data, seed=args.seed,
                         init_batches=args.init_batches, percentile=args.percentile,
-                        fixed_ranges=not args.moving_ranges)
+                        fixed_ranges=args.fixed_ranges)
         qm = prepare_qat(enh, cfg)
         history = fine_tune(qm, progress=progress)
         main = qm.env.is_main
