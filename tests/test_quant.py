@@ -199,6 +199,30 @@ def test_qat_few_steps_run_and_convert_to_the_ptq_form(enh, test_clip):
     assert y.shape == ref.shape and sqnr_db(ref, y) > 25.0, sqnr_db(ref, y)
 
 
+def test_qat_range_init_then_moving_ranges(enh):
+    """The default recipe: after the percentile init the moving-average observers stay on and carry
+    on from the initialized ranges. Streaming silence then shrinks each range by a 0.01 average step
+    per frame (every range keeps >= 70 % of its span; observers restarted from scratch would keep
+    13 of 77: silence has almost no range)."""
+    from pocketvqe.quant.qat import _activation_fake_quants, init_ranges, stream_batch
+    qm = prepare_qat(enh, QATConfig())
+    assert qm.config.fixed_ranges is False
+    g = torch.Generator().manual_seed(0)
+    batch = {"mic": 0.1 * torch.randn(2, 1600, generator=g), "far": 0.1 * torch.randn(2, 1600, generator=g)}
+    info = init_ranges(qm, [batch], 99.9, fixed=False)
+    fqs = _activation_fake_quants(qm.prepared)
+    assert info["set"] == len(fqs) and not info["fixed"]
+    span = {k: float(m.activation_post_process.max_val) - float(m.activation_post_process.min_val)
+            for k, m in fqs.items()}
+    assert all(math.isfinite(v) and v >= 0.0 for v in span.values())
+    with torch.no_grad():
+        stream_batch(qm, torch.zeros(2, 1600), torch.zeros(2, 1600), None)
+    for k, m in fqs.items():
+        obs = m.activation_post_process
+        assert int(m.observer_enabled) == 1, k
+        assert float(obs.max_val) - float(obs.min_val) >= 0.7 * span[k], (k, span[k])
+
+
 # -------------------------------------------------------------------------------------- bad input
 def test_config_validation():
     for kw in ({"observer": "nope"}, {"calib_clips": 0}, {"calib_seconds": 0.5}, {"keep_float": "net.dec.3"},
