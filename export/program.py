@@ -51,7 +51,6 @@ ENROLL_TOLERANCES = {
     "fp32": {"cosine_vs_checkpoint": 0.999, "bundle_rtol": 1e-3, "bundle_atol": 1e-4},
     "int8": {"cosine_vs_checkpoint": 0.99, "bundle_rtol": 0.05, "bundle_atol": 0.25},
 }
-ENROLL_TOLERANCE = ENROLL_TOLERANCES["fp32"]
 
 
 @dataclass
