@@ -5,8 +5,9 @@ converted int8 GraphModule for int8) streams ``warmup`` frames first so the stat
 then K consecutive frames; test case k holds ``(signals_k, *state_k)`` and the reference's
 ``(enhanced_k, *state_k+1)``, so every case starts from the reference's own state (rounding
 differences do not accumulate across cases). Personalized programs also bundle enrollment cases
-(against the fp32 or, in int8 programs, the int8 enrollment step). The runtime verifies each case with the variant's rtol/atol (``TOLERANCES``); on a phone
-the ExecuTorch runner does the same with the ``.bpte``.
+(against the fp32 or, in int8 programs, the int8 enrollment step). The runtime verifies each case
+with the variant's rtol/atol (``TOLERANCES``); on a phone the ExecuTorch runner does the same with
+the ``.bpte``.
 
 >>> data = make_bundle(prog, frames, k=8)          # frames: per-hop signal tuples of a real clip
 >>> report = verify_bundle(data)                    # raises PocketVQEError on a mismatch

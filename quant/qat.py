@@ -130,8 +130,9 @@ def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False
     calibration sees them) and set every activation range to the ``percentile``-th percentile of the
     per-frame extremes; with ``fixed`` those ranges stay (else the moving averages carry on from
     them). Weights keep their per-channel observers."""
-    import numpy as np
     from tqdm import tqdm
+
+    from .xnnpack import percentile_range
     _freeze(qm, 0)                                       # BN on running statistics, as in training
     fqs = _activation_fake_quants(qm.prepared)
     lows: dict[str, list] = {k: [] for k in fqs}
@@ -140,11 +141,11 @@ def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False
     def hook(name):
         def record(_mod, args):
             x = args[0].detach()
-            B = x.shape[0] if x.dim() > 1 else 1
-            x = x.reshape(B, -1) if x.numel() else x.reshape(1, 0)
-            if x.numel():                                # one extreme per frame of the batch
-                lows[name].append(x.amin(1).float())
-                highs[name].append(x.amax(1).float())
+            if not x.numel():
+                return
+            x = x.reshape(x.shape[0] if x.dim() > 1 else 1, -1)     # one extreme per frame of the batch
+            lows[name].append(x.amin(1).float())
+            highs[name].append(x.amax(1).float())
         return record
     handles = [m.register_forward_pre_hook(hook(k)) for k, m in fqs.items()]
     for m in fqs.values():
@@ -161,8 +162,7 @@ def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False
     for k, m in fqs.items():
         obs = m.activation_post_process
         if lows[k]:
-            lo = min(float(np.percentile(torch.cat(lows[k]).numpy(), 100.0 - percentile)), 0.0)
-            hi = max(float(np.percentile(torch.cat(highs[k]).numpy(), percentile)), 0.0)
+            lo, hi = percentile_range(torch.cat(lows[k]).numpy(), torch.cat(highs[k]).numpy(), percentile)
             obs.min_val.resize_(()).fill_(lo)
             obs.max_val.resize_(()).fill_(hi)
             scale, zp = obs.calculate_qparams()

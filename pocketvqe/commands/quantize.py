@@ -44,7 +44,7 @@ def add_arguments(p):
     g.add_argument("--freeze-bn-after", type=int, default=q.freeze_bn_after,
                    help=f"step after which BatchNorm uses running statistics (default {q.freeze_bn_after})")
     g.add_argument("--init-batches", type=int, default=q.init_batches,
-                   help=f"batches whose per-frame extremes set the fixed activation ranges before step 1 "
+                   help=f"batches whose per-frame extremes set the activation ranges before step 1 "
                         f"(percentile --percentile; 0 = moving-average ranges from scratch; default {q.init_batches})")
     g.add_argument("--fixed-ranges", action="store_true",
                    help="keep the initialized activation ranges fixed (default: moving averages carry on from them)")
