@@ -89,6 +89,7 @@ _HEADERS = {
     "target": "target", "variant": "variant", "name": "variant",
     "snr_db_vs_float": "SNR vs float (dB)", "snr_db_vs_int8_ref": "SNR vs int8 ref (dB)",
     "snr_db_vs_host": "SNR vs host (dB)", "snr_db_vs_eager": "SNR vs eager (dB)",
+    "snr_db_floor": "floor: vs itself, 1 LSB dither (dB)",
     "max_abs_diff": "max |Δ|", "pesq_vs_float": "PESQ vs float", "pesq_delta": "ΔPESQ",
     "pass": "result",
     "p50_us": "p50 (µs)", "p90_us": "p90 (µs)", "p99_us": "p99 (µs)", "max_us": "max (µs)",
@@ -96,7 +97,7 @@ _HEADERS = {
     "frames": "frames", "threads": "threads", "p50_vs_int8": "p50 / int8",
 }
 _PARITY_ORDER = ["target", "variant", "snr_db_vs_float", "snr_db_vs_int8_ref", "snr_db_vs_host",
-                 "max_abs_diff", "pesq_vs_float", "pesq_delta"]
+                 "snr_db_floor", "max_abs_diff", "pesq_vs_float", "pesq_delta"]
 _BENCH_ORDER = ["name", "p50_us", "p90_us", "p99_us", "max_us", "mean_us", "rtf", "deadline_misses", "frames"]
 
 

@@ -122,16 +122,17 @@ def build(bc: BuildConfig) -> dict:
         from pocketvqe.device_tests.targets.qemu import Sysroot
         if Sysroot().ready():
             targets.append("qemu-arm64")
-    parity, outputs, host_out = [], {"input (mic)": test.mic, "float": refs["float"]}, {}
+    parity, outputs, host_out, floors = [], {"input (mic)": test.mic, "float": refs["float"]}, {}, {}
     for tname in targets:
         for q, prog in progs.items():
             row = run_parity(paths[q], frames, init, refs, target=tname, quant=prog.quant,
                              tolerances=manifest_tolerances({"tolerances": {prog.quant: prog.tolerances}},
                                                             paths[q].name, prog.quant),
-                             sample_rate=cfg.sample_rate, host_output=host_out.get(q), keep_output=True)
+                             sample_rate=cfg.sample_rate, host_output=host_out.get(q), keep_output=True,
+                             floor=floors.get(q, True))
             y = row.pop("output")
             if tname == "host":
-                host_out[q] = y
+                host_out[q], floors[q] = y, row["snr_db_floor"]
             if q == "int8":
                 outputs[f"int8 {'host' if tname == 'host' else 'ARM (qemu)'}"] = y
             parity.append(row)

@@ -97,6 +97,19 @@ def test_parity_int8_meets_35_db_against_its_pt2_reference(built, capsys):
     assert rc2 == 0 and abs(res2["snr_db_vs_float"] - res["snr_db_vs_float"]) < 1e-6
 
 
+def test_parity_reports_the_programs_sensitivity_floor(built):
+    from pocketvqe.device_tests.measure import dithered
+    frames = [[np.zeros(160, np.float32), np.ones(160, np.float32)] for _ in range(3)]
+    noisy = dithered(frames)
+    assert all(np.allclose(np.abs(f[0]), 1 / 32768) and f[1] is g[1] for f, g in zip(noisy, frames))
+    assert not any(f[0].any() for f in frames)                   # the input frames are left as they were
+    _, fp = _parity(built, built["fp32"], "--ref", str(built["ckpt"]))
+    _, q = _parity(built, built["int8"], "--ref", str(built["ckpt"]), "--ref", str(built["pt2"]))
+    # fp32: a 1-LSB input change stays a tiny output change; int8 rounds part of it into whole steps
+    assert fp["snr_db_floor"] > 50.0, fp
+    assert q["snr_db_floor"] < fp["snr_db_floor"] - 10.0, (q["snr_db_floor"], fp["snr_db_floor"])
+
+
 def test_parity_int8_without_int8_reference_reports_float_only(built, capsys):
     rc, res = _parity(built, built["int8"])                  # float reference: the checkpoint the manifest names
     assert rc == 0
