@@ -6,6 +6,8 @@ import time
 import numpy as np
 import torch
 
+from pocketvqe.export.bundle import dithered  # noqa: F401  (parity's sensitivity floor)
+
 
 def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
     ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
@@ -25,15 +27,6 @@ def frames_of(mic: np.ndarray, far: np.ndarray | None, hop: int, speaker: np.nda
             sig.append(speaker.astype(np.float32))
         out.append(sig)
     return out
-
-
-def dithered(frames: list[list[np.ndarray]], lsb: float = 1.0, seed: int = 0) -> list[list[np.ndarray]]:
-    """``frames`` with +-``lsb`` 16-bit steps of random sign added to the mic (each frame's first input):
-    a change no one can hear (-96 dBFS for 1 LSB) that still flips some of an int8 program's roundings."""
-    rng = np.random.default_rng(seed)
-    step = np.float32(lsb / 32768.0)
-    return [[(sig[0] + rng.choice(np.array([-step, step], np.float32), size=sig[0].shape)).astype(np.float32),
-             *sig[1:]] for sig in frames]
 
 
 @torch.no_grad()

@@ -202,6 +202,29 @@ def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref ** 2) / noise))
 
 
+def dithered(frames, lsb: float = 1.0, seed: int = 0) -> list[list]:
+    """``frames`` with +-``lsb`` 16-bit steps of random sign added to the mic (each frame's first
+    input; numpy arrays or tensors, as given): a change no one hears (-96 dBFS for 1 LSB) that still
+    flips some of an int8 program's roundings. The frames given are not modified."""
+    rng = np.random.default_rng(seed)
+    step = np.array([-lsb / 32768.0, lsb / 32768.0], np.float32)
+    out = []
+    for sig in frames:
+        mic = np.asarray(sig[0], np.float32)
+        new = (mic + rng.choice(step, size=mic.shape)).astype(np.float32)
+        out.append([torch.from_numpy(new) if isinstance(sig[0], torch.Tensor) else new, *sig[1:]])
+    return out
+
+
+def program_floor(prog, frames) -> float:
+    """The program's sensitivity floor: SNR (dB) of its output (ExecuTorch runtime) with +-1 LSB mic
+    dither against its output without, over ``frames`` (see ``device_tests.parity``)."""
+    from .lower import load_method
+    method = load_method(prog.buffer)
+    run = lambda *a: method.execute(a)  # noqa: E731
+    return snr_db(stream(run, frames, prog.step.init_state()), stream(run, dithered(frames), prog.step.init_state()))
+
+
 def program_snr(prog, frames) -> float:
     """SNR (dB) of the program (ExecuTorch runtime) vs its PyTorch reference over ``frames``."""
     from .lower import load_method
