@@ -100,6 +100,10 @@ class QATConfig:
     fixed_ranges: False (default): moving-average observers carry on from the initialized ranges;
     True: the ranges stay fixed while the weights learn them. On dvqe-s16 (200 steps) the moving
     ranges gave PESQ 1.52 / OVRL 2.15 against 1.49 / 2.04 fixed (float 1.57 / 2.19; README).
+    distill: weight of the float model as the target. 0 (default): the training loss against the
+    clean speech, as in training; 1: against the float model's own output on the same input
+    (knowledge distillation: the int8 model learns to sound like the float one, not to go on
+    training); in between: that mix of the two losses.
     scenarios: simulator scenarios (empty = every scenario the model serves).
     keep_float / float_dsp: as in PTQConfig. weight_decay / grad_clip as in training.
     data: corpus folder (None: $POCKETVQE_DATA or ~/.cache/pocketvqe/corpus).
@@ -125,6 +129,7 @@ class QATConfig:
     init_batches: int = 4
     percentile: float = 99.9
     fixed_ranges: bool = False
+    distill: float = 0.0
 
     def __post_init__(self):
         _tuplify(self)
@@ -145,6 +150,8 @@ class QATConfig:
             bad(f"lr={self.lr!r} must be a positive number (QAT fine-tunes: 1e-4 is a good start)")
         if not (isinstance(self.percentile, (int, float)) and 50.0 < self.percentile <= 100.0):
             bad(f"percentile={self.percentile!r} must be in (50, 100] (99.9 lets the rarest frames saturate)")
+        if not (isinstance(self.distill, (int, float)) and 0.0 <= self.distill <= 1.0):
+            bad(f"distill={self.distill!r} must be in [0, 1] (0: clean target, 1: the float model's output)")
         if not self.clip_seconds >= 1.0:
             bad(f"clip_seconds={self.clip_seconds} must be >= 1 (the simulator's minimum)")
         if not self.weight_decay >= 0 or not self.grad_clip >= 0:

@@ -219,6 +219,20 @@ def stream_batch(qm: QATModel, mic: torch.Tensor, far: torch.Tensor | None, spea
     return torch.cat(ys, dim=1)[:, delay:delay + N]
 
 
+def _loss(qm: QATModel, loss_fn, out: torch.Tensor, batch, speaker) -> torch.Tensor:
+    """The training loss against the clean target, the float model's output, or their mix
+    (``QATConfig.distill``)."""
+    w = qm.config.distill
+    loss = loss_fn(out, batch["target"]) * (1.0 - w) if w < 1.0 else 0.0
+    if w > 0.0:
+        from pocketvqe.train.loop import enhance_aligned
+        with torch.no_grad():
+            teacher = enhance_aligned(qm.enhancer.eval(), batch["mic"], batch["far"] if qm.cfg.has_far else None,
+                                      speaker)
+        loss = loss + w * loss_fn(out, teacher)
+    return loss
+
+
 def _train_config(qm: QATModel):
     from pocketvqe.train import TrainConfig
     c = qm.config
@@ -275,8 +289,9 @@ def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
         _freeze(qm, step)
         for g in opt.param_groups:
             g["lr"] = c.lr_at(step)
-        out = stream_batch(qm, batch["mic"], batch["far"], _speaker(qm, batch))
-        loss = loss_fn(out, batch["target"])
+        speaker = _speaker(qm, batch)
+        out = stream_batch(qm, batch["mic"], batch["far"], speaker)
+        loss = _loss(qm, loss_fn, out, batch, speaker)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if env.distributed:

@@ -223,6 +223,32 @@ def test_qat_range_init_then_moving_ranges(enh):
         assert float(obs.max_val) - float(obs.min_val) >= 0.7 * span[k], (k, span[k])
 
 
+def test_qat_distill_targets_the_float_model(enh):
+    """``distill=1`` measures the fake-quantized output against the float model's output on the same
+    input, ``0`` against the clean target, and ``0.5`` is their mean. With a target unrelated to the
+    input (noise), the float model is far closer to the int8 model than the target is (> 10x)."""
+    from pocketvqe.quant.qat import _loss, init_ranges, stream_batch
+    from pocketvqe.train import CompressedSpectralLoss
+    from pocketvqe.train.loop import enhance_aligned
+    qm = prepare_qat(enh, QATConfig())
+    g = torch.Generator().manual_seed(1)
+    batch = {"mic": 0.1 * torch.randn(2, 1600, generator=g), "far": 0.1 * torch.randn(2, 1600, generator=g),
+             "target": 0.1 * torch.randn(2, 1600, generator=g)}
+    init_ranges(qm, [batch], 99.9)
+    loss_fn = CompressedSpectralLoss(enh.cfg.n_fft, enh.cfg.hop)
+    with torch.no_grad():
+        out = stream_batch(qm, batch["mic"], batch["far"], None)
+        losses = {}
+        for w in (0.0, 0.5, 1.0):
+            qm.config = dataclasses.replace(qm.config, distill=w)
+            losses[w] = float(_loss(qm, loss_fn, out, batch, None))
+        teacher = enhance_aligned(enh.eval(), batch["mic"], batch["far"], None)
+    assert losses[0.0] == pytest.approx(float(loss_fn(out, batch["target"])), rel=1e-6)
+    assert losses[1.0] == pytest.approx(float(loss_fn(out, teacher)), rel=1e-6)
+    assert losses[0.5] == pytest.approx((losses[0.0] + losses[1.0]) / 2, rel=1e-6)
+    assert losses[1.0] * 10 < losses[0.0], losses
+
+
 # -------------------------------------------------------------------------------------- bad input
 def test_config_validation():
     for kw in ({"observer": "nope"}, {"calib_clips": 0}, {"calib_seconds": 0.5}, {"keep_float": "net.dec.3"},
@@ -230,7 +256,8 @@ def test_config_validation():
         with pytest.raises(PocketVQEError):
             PTQConfig(**kw)
     for kw in ({"steps": 0}, {"lr": -1.0}, {"scenarios": ("bogus",)}, {"freeze_observers_after": -2},
-               {"clip_seconds": 0.2}, {"init_batches": -1}, {"percentile": 30.0}):
+               {"clip_seconds": 0.2}, {"init_batches": -1}, {"percentile": 30.0}, {"distill": 1.5},
+               {"distill": -0.1}):
         with pytest.raises(PocketVQEError):
             QATConfig(**kw)
     assert QATConfig.from_dict(json.loads(json.dumps(QATConfig().to_dict()))) == QATConfig()
