@@ -122,6 +122,13 @@ def run(args) -> int:
           f"{meta['quantized_linears']} int8 linears, calibration {cal.get('clips')} clips / "
           f"{cal.get('frames', '-')} frames ({cal.get('observer')}), scenarios {cal.get('scenarios')}"
           + (f", keep_float {', '.join(meta['quant']['keep_float'])}" if meta["quant"]["keep_float"] else "")
-          + (f"; QAT loss {meta['qat']['loss_first']:.4f} -> {meta['qat']['loss_last']:.4f} "
+          + (f"; QAT loss ({_target(cfg.distill)}) {meta['qat']['loss_first']:.4f} -> {meta['qat']['loss_last']:.4f} "
              f"(curve: {out.with_suffix('.loss.json')})" if history else ""), file=sys.stdout)
     return 0
+
+
+def _target(distill: float) -> str:
+    """What the QAT loss measured against (QATConfig.distill)."""
+    if distill >= 1.0:
+        return "vs the float model's output"
+    return "vs clean speech" if distill <= 0.0 else f"{distill:g} x float model + {1 - distill:g} x clean speech"
