@@ -6,8 +6,6 @@ import time
 import numpy as np
 import torch
 
-from pocketvqe.export.bundle import dithered  # noqa: F401  (parity's sensitivity floor)
-
 
 def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
     ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)

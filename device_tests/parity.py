@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.export.bundle import dithered
 
-from .measure import dithered, max_abs_diff, pesq_vs, run_reference, snr_db, stacked_inputs
+from .measure import max_abs_diff, pesq_vs, run_reference, snr_db, stacked_inputs
 
 ARM_INT8 = {"snr_db_vs_int8_ref": 30.0, "snr_db_vs_host": 30.0}
 METRIC_OF_VARIANT = {"fp32": "snr_db_vs_float", "int8": "snr_db_vs_int8_ref"}
@@ -306,7 +307,8 @@ def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mappin
     row["pass"], why = judge(row, tol) if tol else (None, ["no tolerance applies: not judged"])
     row["failures"] = [w for w in why if "<=" in w]
     if row["failures"] and row["snr_db_floor"] is not None:
-        at_floor = [m for m in tol if row.get(m) is not None and row[m] <= tol[m] and row[m] >= row["snr_db_floor"] - 3.0]
+        at_floor = [m for m in tol
+                    if row.get(m) is not None and row["snr_db_floor"] - 3.0 <= row[m] <= tol[m]]
         if at_floor:
             notes.append(f"{', '.join(at_floor)} within 3 dB of (or above) the program's own sensitivity floor "
                          f"({row['snr_db_floor']:.1f} dB: its output against itself under +-1 LSB input dither): "

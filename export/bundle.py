@@ -216,19 +216,14 @@ def dithered(frames, lsb: float = 1.0, seed: int = 0) -> list[list]:
     return out
 
 
-def program_floor(prog, frames) -> float:
-    """The program's sensitivity floor: SNR (dB) of its output (ExecuTorch runtime) with +-1 LSB mic
-    dither against its output without, over ``frames`` (see ``device_tests.parity``)."""
+def program_fidelity(prog, frames) -> dict[str, float]:
+    """The program (ExecuTorch runtime) over ``frames``: ``snr_db_vs_reference``, SNR (dB) against its
+    PyTorch reference, and ``snr_db_floor``, SNR of its run with +-1 LSB mic dither against its own
+    undithered run (its sensitivity floor, see ``device_tests.parity``)."""
     from .lower import load_method
     method = load_method(prog.buffer)
     run = lambda *a: method.execute(a)  # noqa: E731
-    return snr_db(stream(run, frames, prog.step.init_state()), stream(run, dithered(frames), prog.step.init_state()))
-
-
-def program_snr(prog, frames) -> float:
-    """SNR (dB) of the program (ExecuTorch runtime) vs its PyTorch reference over ``frames``."""
-    from .lower import load_method
-    method = load_method(prog.buffer)
-    got = stream(lambda *a: method.execute(a), frames, prog.step.init_state())
+    got = stream(run, frames, prog.step.init_state())
     want = stream(prog.reference, frames, prog.step.init_state())
-    return snr_db(want, got)
+    return {"snr_db_vs_reference": snr_db(want, got),
+            "snr_db_floor": snr_db(got, stream(run, dithered(frames), prog.step.init_state()))}

@@ -98,7 +98,7 @@ def test_parity_int8_meets_35_db_against_its_pt2_reference(built, capsys):
 
 
 def test_parity_reports_the_programs_sensitivity_floor(built):
-    from pocketvqe.device_tests.measure import dithered
+    from pocketvqe.export.bundle import dithered
     frames = [[np.zeros(160, np.float32), np.ones(160, np.float32)] for _ in range(3)]
     noisy = dithered(frames)
     assert all(np.allclose(np.abs(f[0]), 1 / 32768) and f[1] is g[1] for f, g in zip(noisy, frames))

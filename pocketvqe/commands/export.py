@@ -46,7 +46,7 @@ def run(args) -> int:
     import torch
 
     from pocketvqe.errors import PocketVQEError
-    from pocketvqe.export.bundle import (bundle_tolerances, make_bundle, program_floor, program_snr, real_clip_frames,
+    from pocketvqe.export.bundle import (bundle_tolerances, make_bundle, program_fidelity, real_clip_frames,
                                          verify_bundle)
     from pocketvqe.export.program import (export_program, resolve_quant, write_etrecord, write_manifest,
                                           write_program)
@@ -82,10 +82,11 @@ def run(args) -> int:
                           progress=True)
     _say(4, n, f"self-check: bundling {args.bundle_frames} frames, verifying with the runtime; SNR on the clip")
     bpte = make_bundle(prog, frames, k=args.bundle_frames)
+    fidelity = program_fidelity(prog, frames)
     checks = {"bundle": verify_bundle(bpte, bundle_tolerances(prog, bpte)),
-              "snr_db_vs_reference": round(program_snr(prog, frames), 2),
+              "snr_db_vs_reference": round(fidelity["snr_db_vs_reference"], 2),
               "snr_db_required": prog.tolerances["snr_db"],
-              "snr_db_floor": round(program_floor(prog, frames), 2)}
+              "snr_db_floor": round(fidelity["snr_db_floor"], 2)}
     checks["pass"] = checks["snr_db_vs_reference"] >= checks["snr_db_required"]
     prog.extra["checks"] = checks
     _say(5, n, f"writing {args.out}")
