@@ -48,9 +48,9 @@ def add_arguments(p):
                         f"(percentile --percentile; 0 = moving-average ranges from scratch; default {q.init_batches})")
     g.add_argument("--fixed-ranges", action="store_true",
                    help="keep the initialized activation ranges fixed (default: moving averages carry on from them)")
-    g.add_argument("--distill", type=float, default=1.0,
-                   help="weight of the float model's output as the target, 0-1 (default 1: learn to sound like "
-                        "the float model; 0: the clean speech, as in training)")
+    g.add_argument("--distill", type=float, default=q.distill,
+                   help=f"weight of the float model's output as the target, 0-1 (default {q.distill:g}; "
+                        "1: learn to sound like the float model; 0: the clean speech, as in training)")
     g.add_argument("--scenarios", help="comma list of simulator scenarios (default: every one the model serves)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
