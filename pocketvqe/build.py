@@ -25,10 +25,10 @@ class BuildConfig:
     config: str = "dvqe-s16"
     ckpt: str | None = None
     quant: str = "ptq"               # the int8 program: ptq (calibrated here) or a quantized .pt2 (e.g. from QAT)
-    # PTQ mixed precision: modules kept fp32. The last decoder block (it outputs the CCM mask) is where
-    # int8 rounding diverges most on the trained dvqe-s16 (numbers in README, "Int8 fidelity on the
-    # trained model"); its 1.7 M MACs then run fp32.
-    keep_float: tuple[str, ...] = ("net.dec.3",)
+    # PTQ recipe: None takes the one measured for the config (quant.RECIPES: dvqe-s16 keeps the last
+    # decoder block, which outputs the CCM mask, fp32; pvqe-s16 is all int8 on histogram ranges).
+    keep_float: tuple[str, ...] | None = None
+    observer: str | None = None
     out: str = "build"
     calib_clips: int = 8
     clip_seconds: float = 4.0
@@ -80,7 +80,7 @@ def build(bc: BuildConfig) -> dict:
     from pocketvqe.device_tests.parity import manifest_tolerances, reference_outputs, report_row, run_parity
     from pocketvqe.export.bundle import bundle_tolerances, make_bundle, verify_bundle
     from pocketvqe.export.program import export_program, file_entry, write_etrecord, write_manifest, write_program
-    from pocketvqe.quant import PTQConfig
+    from pocketvqe.quant import recommended_ptq
 
     torch.manual_seed(bc.seed)
     torch.set_num_threads(1)      # per-frame steps are tiny ops: one thread avoids OpenMP spin-waits
@@ -99,10 +99,15 @@ def build(bc: BuildConfig) -> dict:
         spk = enh.enroll(m.enroll).numpy() if cfg.personalized else None
         calib_frames += [[torch.from_numpy(s) for s in f]
                          for f in frames_of(m.mic, m.far if cfg.has_far else None, cfg.hop, spk)]
-    _say(3, n, "export: fp32 and int8 (PTQ) programs (XNNPACK), bundled self-checks")
+    ptq = None
+    if bc.quant == "ptq":
+        ptq = recommended_ptq(cfg.name, **{k: v for k, v in (("keep_float", bc.keep_float),
+                                                             ("observer", bc.observer)) if v is not None})
+    _say(3, n, "export: fp32 and int8 programs (XNNPACK), bundled self-checks; int8: " + (
+        f"PTQ, {ptq.observer} ranges, " + (f"{', '.join(ptq.keep_float)} fp32" if ptq.keep_float else "all int8")
+        if ptq else f"from {bc.quant}"))
     progs = {"fp32": export_program(enh, "fp32", etrecord=True),
-             "int8": export_program(enh, bc.quant, calib_frames, etrecord=True,
-                                    ptq_config=PTQConfig(keep_float=bc.keep_float) if bc.quant == "ptq" else None)}
+             "int8": export_program(enh, bc.quant, calib_frames, etrecord=True, ptq_config=ptq)}
     frames = frames_of(test.mic, test.far if cfg.has_far else None, cfg.hop, speaker)
     files, paths, checks = [], {}, {}
     for q, prog in progs.items():

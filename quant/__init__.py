@@ -8,7 +8,7 @@
 """
 from .artifact import load_quantized, save_quantized
 from .calibration import CalibFrames, calibration_frames
-from .config import OBSERVERS, PTQConfig, QATConfig
+from .config import OBSERVERS, RECIPES, PTQConfig, QATConfig, recommended_ptq
 from .debug import LayerSQNR, Proposal, SensitivityReport, format_table, propose_keep_float, sensitivity
 from .ptq import float_linears, quantize, quantized_linears
 from .qat import QATModel, convert, fine_tune, prepare_qat, quantize_qat
@@ -17,4 +17,4 @@ from .xnnpack import xnnpack_quantizer
 __all__ = ["CalibFrames", "LayerSQNR", "OBSERVERS", "PTQConfig", "Proposal", "QATConfig", "QATModel",
            "SensitivityReport", "calibration_frames", "convert", "fine_tune", "float_linears", "format_table",
            "load_quantized", "prepare_qat", "propose_keep_float", "quantize", "quantize_qat", "quantized_linears",
-           "save_quantized", "sensitivity", "xnnpack_quantizer"]
+           "RECIPES", "recommended_ptq", "save_quantized", "sensitivity", "xnnpack_quantizer"]

@@ -84,6 +84,27 @@ class PTQConfig:
         return cls(**d)
 
 
+# The PTQ recipe measured to keep each shipped checkpoint's sound (30 test clips, README "Int8 fidelity
+# on the trained model"). dvqe-s16: percentile ranges with the CCM-mask block fp32 (PESQ -0.08, OVRL
+# 0.00; all int8 loses 0.14 PESQ). pvqe-s16: histogram (MSE-optimal) ranges, all int8 (PESQ -0.08,
+# OVRL -0.04, interfering-talker suppression -0.1 dB; percentile with net.dec.3 fp32 lost 1.5 dB of it).
+RECIPES = {
+    "dvqe-s16": {"keep_float": ("net.dec.3",)},
+    "pvqe-s16": {"observer": "histogram"},
+}
+
+
+def recommended_ptq(config_name: str, **overrides) -> PTQConfig:
+    """The PTQ recipe measured for ``config_name`` (defaults for configs without one), with ``overrides``.
+
+    >>> recommended_ptq("pvqe-s16").observer
+    'histogram'
+    >>> recommended_ptq("dvqe-s16", calib_clips=8).keep_float
+    ('net.dec.3',)
+    """
+    return PTQConfig(**{**RECIPES.get(config_name, {}), **overrides})
+
+
 @dataclass(frozen=True)
 class QATConfig:
     """Quantization-aware fine-tuning of a float checkpoint, through the streaming step (DESIGN §5).

@@ -19,9 +19,9 @@ import torch
 from pocketvqe.cli import main
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.models import Enhancer, ModelConfig, get_config, save_checkpoint
-from pocketvqe.quant import (PTQConfig, QATConfig, calibration_frames, convert, fine_tune, float_linears,
+from pocketvqe.quant import (RECIPES, PTQConfig, QATConfig, calibration_frames, convert, fine_tune, float_linears,
                              load_quantized, prepare_qat, propose_keep_float, quantize, quantized_linears,
-                             save_quantized, sensitivity)
+                             recommended_ptq, save_quantized, sensitivity)
 from pocketvqe.quant.calibration import CalibFrames, corpus_root
 from pocketvqe.quant.debug import candidates, sqnr_db
 from pocketvqe.quant.ptq import stream
@@ -261,6 +261,28 @@ def test_config_validation():
         with pytest.raises(PocketVQEError):
             QATConfig(**kw)
     assert QATConfig.from_dict(json.loads(json.dumps(QATConfig().to_dict()))) == QATConfig()
+
+
+def test_recommended_ptq_recipes():
+    """Each measured recipe is a valid PTQConfig for a known config whose keep_float modules exist; user
+    choices override it; configs without a recipe get the defaults; build's CLI leaves unset choices None."""
+    from pocketvqe.cli import build_parser
+    from pocketvqe.models import list_configs
+    assert recommended_ptq("pvqe-s16").observer == "histogram" and recommended_ptq("pvqe-s16").keep_float == ()
+    assert recommended_ptq("dvqe-s16") == PTQConfig(keep_float=("net.dec.3",))
+    assert recommended_ptq("dvqe-s16", keep_float=()).keep_float == ()
+    assert recommended_ptq("tiny") == PTQConfig()
+    for name in RECIPES:
+        assert name in list_configs()
+        net = Enhancer(get_config(name))
+        for module in recommended_ptq(name).keep_float:
+            net.get_submodule(module)                                      # raises if it does not exist
+    with pytest.raises(PocketVQEError, match="observer"):
+        recommended_ptq("pvqe-s16", observer="nope")
+    args = build_parser(["build"]).parse_args(["build"])
+    assert args.keep_float is None and args.observer is None
+    args = build_parser(["build"]).parse_args(["build", "--keep-float", "--observer", "minmax"])
+    assert args.keep_float == [] and args.observer == "minmax"
 
 
 def test_bad_calibration_and_modules(enh, calib):

@@ -5,12 +5,18 @@ HELP = "checkpoint -> fp32 + int8 .pte, manifest, parity (host, qemu-arm64), ben
 
 
 def add_arguments(p):
+    from pocketvqe.quant.config import OBSERVERS
+
     p.add_argument("--config", default="dvqe-s16", help="config name (uses the shipped checkpoint)")
     p.add_argument("--ckpt", help="checkpoint to build instead of the shipped one")
     p.add_argument("--quant", default="ptq", help="int8 program: ptq (calibrated on simulated clips) or a "
                    "quantized model Q.pt2 from `pocketvqe quantize` (e.g. --mode qat)")
-    p.add_argument("--keep-float", nargs="*", default=["net.dec.3"], metavar="MODULE",
-                   help="PTQ: modules kept fp32 (default net.dec.3, the CCM-mask block; give none for all-int8)")
+    p.add_argument("--keep-float", nargs="*", default=None, metavar="MODULE",
+                   help="PTQ: modules kept fp32 (default: the config's measured recipe, net.dec.3 for dvqe-s16; "
+                        "give the flag alone for all-int8)")
+    p.add_argument("--observer", choices=OBSERVERS, default=None,
+                   help="PTQ activation observer (default: the config's measured recipe, histogram for pvqe-s16, "
+                        "else percentile)")
     p.add_argument("--out", default="build", help="output folder")
     p.add_argument("--calib-clips", type=int, default=8)
     p.add_argument("--bench-frames", type=int, default=1000)
@@ -26,7 +32,8 @@ def run(args) -> int:
     import sys
 
     from pocketvqe.build import BuildConfig, build
-    bc = BuildConfig(config=args.config, ckpt=args.ckpt, quant=args.quant, keep_float=tuple(args.keep_float),
+    keep_float = None if args.keep_float is None else tuple(args.keep_float)
+    bc = BuildConfig(config=args.config, ckpt=args.ckpt, quant=args.quant, keep_float=keep_float, observer=args.observer,
                      out=args.out, calib_clips=args.calib_clips,
                      bench_frames=args.bench_frames, data=args.data, qemu=not args.no_qemu, seed=args.seed)
     summary = build(bc)
