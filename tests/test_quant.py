@@ -263,7 +263,7 @@ def test_config_validation():
     assert QATConfig.from_dict(json.loads(json.dumps(QATConfig().to_dict()))) == QATConfig()
 
 
-def test_recommended_ptq_recipes():
+def test_recommended_ptq_recipes(capsys):
     """Each measured recipe is a valid PTQConfig for a known config whose keep_float modules exist; user
     choices override it; configs without a recipe get the defaults; build's CLI leaves unset choices None."""
     from pocketvqe.cli import build_parser
@@ -283,6 +283,12 @@ def test_recommended_ptq_recipes():
     assert args.keep_float is None and args.observer is None
     args = build_parser(["build"]).parse_args(["build", "--keep-float", "--observer", "minmax"])
     assert args.keep_float == [] and args.observer == "minmax"
+    from pocketvqe.commands.quantize import _recipe_note
+    _recipe_note("pvqe-s16", PTQConfig())                                 # quantize departs from it: a note
+    assert "--observer histogram (all int8)" in capsys.readouterr().err
+    _recipe_note("pvqe-s16", recommended_ptq("pvqe-s16", calib_clips=4))
+    _recipe_note("tiny", PTQConfig(observer="minmax"))
+    assert capsys.readouterr().err == ""
 
 
 def test_bad_calibration_and_modules(enh, calib):

@@ -117,6 +117,8 @@ def run(args) -> int:
                                                            default=str) + "\n")
     if history is not None:
         atomic_write_text(out.with_suffix(".loss.json"), json.dumps(history, indent=1) + "\n")
+    if args.mode == "ptq":
+        _recipe_note(enh.cfg.name, cfg)
     cal = meta["calibration"] or {}
     print(f"wrote {out} ({enh.cfg.name}, {args.mode}, {out.stat().st_size / 1e6:.1f} MB) in {meta['seconds']:.0f} s: "
           f"{meta['quantized_linears']} int8 linears, calibration {cal.get('clips')} clips / "
@@ -125,6 +127,21 @@ def run(args) -> int:
           + (f"; QAT loss ({_target(cfg.distill)}) {meta['qat']['loss_first']:.4f} -> {meta['qat']['loss_last']:.4f} "
              f"(curve: {out.with_suffix('.loss.json')})" if history else ""), file=sys.stdout)
     return 0
+
+
+def _recipe_note(config_name: str, cfg) -> None:
+    """Say so on stderr when a PTQ run departs from the recipe measured for its config."""
+    import sys
+
+    from pocketvqe.quant import RECIPES, recommended_ptq
+    if config_name not in RECIPES:
+        return
+    rec = recommended_ptq(config_name)
+    if (cfg.observer, cfg.keep_float) != (rec.observer, rec.keep_float):
+        flags = f"--observer {rec.observer} " + (f"--keep-float {','.join(rec.keep_float)}" if rec.keep_float
+                                                 else "(all int8)")
+        print(f"note: the PTQ recipe measured to keep {config_name}'s sound is {flags} (quant.RECIPES; "
+              "`pocketvqe build` uses it)", file=sys.stderr)
 
 
 def _target(distill: float) -> str:
