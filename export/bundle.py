@@ -149,10 +149,9 @@ def _max_err(case, got) -> float:
     return max(errs)
 
 
-def real_clip_frames(enhancer, data=None, seed: int = 1, split: str = "test", index: int = 0,
-                     seconds: float = 4.0) -> list[tuple[torch.Tensor, ...]]:
-    """Per-hop step signals of one simulated clip (``split``; noisy speech, echo with a far end,
-    the float model's enrollment of the clip's speaker for personalized models)."""
+def real_clip(enhancer, data=None, seed: int = 1, split: str = "test", index: int = 0, seconds: float = 4.0):
+    """One simulated clip (``split``; noisy speech, or double talk for a model with a far end; with
+    enrollment audio of the clip's speaker for personalized models): a ``Mixture``."""
     from pocketvqe.data import SimConfig, Simulator, default_root, prepare_corpus
     cfg = enhancer.cfg
     root = default_root() if data is None else data
@@ -162,7 +161,15 @@ def real_clip_frames(enhancer, data=None, seed: int = 1, split: str = "test", in
         root = root.parent if root.name == "manifest.json" else root
     sim = Simulator(root, split=split, seed=seed,
                     config=SimConfig(clip_seconds=float(seconds), personalized=cfg.personalized))
-    m = sim.make(index, scenario="double_talk" if cfg.has_far else "noise")
+    return sim.make(index, scenario="double_talk" if cfg.has_far else "noise")
+
+
+def real_clip_frames(enhancer, data=None, seed: int = 1, split: str = "test", index: int = 0,
+                     seconds: float = 4.0) -> list[tuple[torch.Tensor, ...]]:
+    """Per-hop step signals of :func:`real_clip` (the float model's enrollment of the clip's speaker
+    for personalized models)."""
+    cfg = enhancer.cfg
+    m = real_clip(enhancer, data, seed, split, index, seconds)
     return clip_frames(enhancer, m.mic, m.far if cfg.has_far else None,
                        m.enroll if cfg.personalized else None)
 
@@ -227,3 +234,17 @@ def program_fidelity(prog, frames) -> dict[str, float]:
     want = stream(prog.reference, frames, prog.step.init_state())
     return {"snr_db_vs_reference": snr_db(want, got),
             "snr_db_floor": snr_db(got, stream(run, dithered(frames), prog.step.init_state()))}
+
+
+def enroll_fidelity(prog, enroll_pcm) -> float:
+    """Cosine between the speaker embedding the program's own ``enroll_step``/``enroll_finish`` compute
+    from ``enroll_pcm`` (model rate, ExecuTorch runtime) and the float checkpoint's (``Enhancer.enroll``):
+    what a phone enrolling on the device gets, against the embedding the model was trained with."""
+    from .enroll import enroll_pcm as run_enroll
+    from .lower import load_method
+    if prog.enroll is None:
+        raise PocketVQEError(f"{prog.name} has no enrollment methods")
+    step, finish = load_method(prog.buffer, "enroll_step"), load_method(prog.buffer, "enroll_finish")
+    got = run_enroll(prog.enroll, lambda *a: step.execute(a), lambda *a: finish.execute(a)[0], enroll_pcm)
+    want = prog.step.enhancer.enroll(np.asarray(enroll_pcm, np.float32)).reshape(-1)
+    return float(torch.nn.functional.cosine_similarity(want.double(), got.double(), dim=0))

@@ -78,7 +78,7 @@ def build(bc: BuildConfig) -> dict:
     from pocketvqe.device_tests.bench import BenchConfig, run_bench
     from pocketvqe.device_tests.measure import frames_of, json_safe
     from pocketvqe.device_tests.parity import manifest_tolerances, reference_outputs, report_row, run_parity
-    from pocketvqe.export.bundle import bundle_tolerances, make_bundle, verify_bundle
+    from pocketvqe.export.bundle import bundle_tolerances, enroll_fidelity, make_bundle, verify_bundle
     from pocketvqe.export.program import export_program, file_entry, write_etrecord, write_manifest, write_program
     from pocketvqe.quant import recommended_ptq
 
@@ -115,6 +115,8 @@ def build(bc: BuildConfig) -> dict:
         bpte = make_bundle(prog, [[torch.from_numpy(x) for x in f] for f in frames], k=8)
         checks[q] = verify_bundle(bpte, bundle_tolerances(prog, bpte))
         prog.extra["checks"] = {"bundle": checks[q]}
+        if prog.enroll is not None:       # the program's own enrollment, as on the phone, vs the checkpoint's
+            prog.extra["checks"]["enroll_cosine_vs_checkpoint"] = round(enroll_fidelity(prog, test.enroll), 5)
         atomic_write_bytes(out / f"{prog.name}.bpte", bpte)
         files += [paths[q], out / f"{prog.name}.bpte", write_etrecord(prog, out / f"{prog.name}.etrecord")]
 
@@ -158,6 +160,12 @@ def build(bc: BuildConfig) -> dict:
     from pocketvqe.device_tests.report import ReportData, write_report
     notes = [] if trained else ["Built from a seeded random init: no trained checkpoint is shipped yet. "
                                 "The numbers check the toolchain (export, parity, latency), not sound quality."]
+    for prog in progs.values():
+        cos = prog.extra["checks"].get("enroll_cosine_vs_checkpoint")
+        if cos is not None:
+            need = prog.tolerances["enroll"]["cosine_vs_checkpoint"]
+            notes.append(f"{prog.name}: on-device enrollment (enroll_step/enroll_finish) gives a speaker embedding "
+                         f"with cosine {cos:.5f} to the checkpoint's ({'meets' if cos >= need else 'BELOW'} {need}).")
     notes.append(f"Wall time {time.perf_counter() - t_start:.0f} s; export fp32 {progs['fp32'].export_seconds:.0f} s, "
                  f"int8 {progs['int8'].export_seconds:.0f} s.")
     write_report(ReportData(title=f"pocketvqe build: {cfg.name}", config={**cfg.to_dict(), "checkpoint": source},

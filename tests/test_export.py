@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.export.bundle import (bundle_tolerances, clip_frames, make_bundle, snr_db, stream, verify_bundle)
+from pocketvqe.export.bundle import (bundle_tolerances, clip_frames, enroll_fidelity, make_bundle, snr_db, stream,
+                                     verify_bundle)
 from pocketvqe.export.program import FORMAT, export_program, resolve_quant, write_program
 from pocketvqe.export.runner import ProgramModel
 from pocketvqe.models import Enhancer, get_config
@@ -166,6 +168,7 @@ def test_device_enrollment_equals_checkpoint(pvqe, clip, tmp_path):
     got = model.enroll(clip["enroll"])
     cos = torch.nn.functional.cosine_similarity(want, got, dim=0).item()
     assert cos > 0.999, f"cosine {cos}"
+    assert abs(enroll_fidelity(prog, clip["enroll"]) - cos) < 1e-6     # the export self-check's measure
     mic = clip["mic"][:16000]
     y_pte = model.enhance(mic, speaker=got)
     y_ref = enh.enhance(mic, speaker=want)
@@ -183,6 +186,10 @@ def test_int8_enrollment_shares_the_int8_weights(pvqe, pvqe_int8, clip, tmp_path
     got = ProgramModel(write_program(prog, tmp_path)).enroll(clip["enroll"])
     cos = torch.nn.functional.cosine_similarity(enh.enroll(clip["enroll"]), got, dim=0).item()
     assert cos > prog.tolerances["enroll"]["cosine_vs_checkpoint"] == 0.99, f"cosine {cos}"
+    # the export/build self-check measures the same thing on the in-memory program
+    assert abs(enroll_fidelity(prog, clip["enroll"]) - cos) < 1e-5
+    with pytest.raises(PocketVQEError, match="no enrollment methods"):
+        enroll_fidelity(SimpleNamespace(name="dvqe-s16-fp32", enroll=None), clip["enroll"])
     bpte = make_bundle(prog, pvqe_int8["frames"], k=3, warmup=10)
     rep = verify_bundle(bpte, bundle_tolerances(prog, bpte))
     assert set(rep) == {"forward", "enroll_step", "enroll_finish"}

@@ -27,15 +27,21 @@ def _say(i: int, n: int, msg: str) -> None:
     print(f"[{i}/{n}] {msg}", file=sys.stderr, flush=True)
 
 
-def _clip_frames(enh, path):
-    """Step signals of a recording (far end silent; enrollment on its first 3 s)."""
-    from pocketvqe.audio import read_audio, resample
-    from pocketvqe.export.bundle import clip_frames
-    x, sr = read_audio(path, what="self-check clip")
-    x = resample(x, sr, enh.cfg.sample_rate)
-    rate = enh.cfg.sample_rate
-    far = 0 * x if enh.cfg.has_far else None
-    return clip_frames(enh, x, far, x[:3 * rate] if enh.cfg.personalized else None)
+def _self_check_clip(enh, path, data, seed):
+    """Step signals and enrollment audio (None unless personalized) of the self-check clip: the
+    recording at ``path`` (far end silent, enrollment on its first 3 s) or a simulated test clip."""
+    from pocketvqe.export.bundle import clip_frames, real_clip
+    cfg = enh.cfg
+    if path:
+        from pocketvqe.audio import read_audio, resample
+        x, sr = read_audio(path, what="self-check clip")
+        x = resample(x, sr, cfg.sample_rate)
+        mic, far, enroll = x, (0 * x if cfg.has_far else None), x[:3 * cfg.sample_rate]
+    else:
+        m = real_clip(enh, data=data, seed=seed)
+        mic, far, enroll = m.mic, (m.far if cfg.has_far else None), m.enroll
+    enroll = enroll if cfg.personalized else None
+    return clip_frames(enh, mic, far, enroll), enroll
 
 
 def run(args) -> int:
@@ -46,7 +52,7 @@ def run(args) -> int:
     import torch
 
     from pocketvqe.errors import PocketVQEError
-    from pocketvqe.export.bundle import (bundle_tolerances, make_bundle, program_fidelity, real_clip_frames,
+    from pocketvqe.export.bundle import (bundle_tolerances, enroll_fidelity, make_bundle, program_fidelity,
                                          verify_bundle)
     from pocketvqe.export.program import (export_program, resolve_quant, write_etrecord, write_manifest,
                                           write_program)
@@ -71,7 +77,7 @@ def run(args) -> int:
                                           seed=args.seed)
     _say(2, n, "real clip for the self-check" + (f"; calibration: {args.calib_clips} simulated clips"
                                                    if mode == "ptq" else ""))
-    frames = _clip_frames(enh, args.clip) if args.clip else real_clip_frames(enh, data=args.data, seed=args.seed + 1)
+    frames, enroll_pcm = _self_check_clip(enh, args.clip, args.data, args.seed + 1)
     calibration = None
     if mode == "ptq" and ptq_config is None:            # no quant package: calibrate on simulated clips here
         calibration = [f for k in range(args.calib_clips)
@@ -88,6 +94,10 @@ def run(args) -> int:
               "snr_db_required": prog.tolerances["snr_db"],
               "snr_db_floor": round(fidelity["snr_db_floor"], 2)}
     checks["pass"] = checks["snr_db_vs_reference"] >= checks["snr_db_required"]
+    if prog.enroll is not None and enroll_pcm is not None:      # the device's own enrollment vs the checkpoint's
+        checks["enroll_cosine_vs_checkpoint"] = round(enroll_fidelity(prog, enroll_pcm), 5)
+        checks["enroll_cosine_required"] = prog.tolerances["enroll"]["cosine_vs_checkpoint"]
+        checks["pass"] &= checks["enroll_cosine_vs_checkpoint"] >= checks["enroll_cosine_required"]
     prog.extra["checks"] = checks
     _say(5, n, f"writing {args.out}")
     out = Path(args.out)
@@ -107,9 +117,15 @@ def run(args) -> int:
     print(json.dumps(summary, indent=2, default=float))
     if not checks["pass"]:
         import sys
-        print(f"{prog.name}: SNR vs its reference {checks['snr_db_vs_reference']:.1f} dB is below the "
-              f"{checks['snr_db_required']} dB this variant must meet (manifest: checks.pass = false); the program "
-              f"matches itself under +-1 LSB input dither to {checks['snr_db_floor']:.1f} dB (its sensitivity floor)",
-              file=sys.stderr)
+        if checks["snr_db_vs_reference"] < checks["snr_db_required"]:
+            print(f"{prog.name}: SNR vs its reference {checks['snr_db_vs_reference']:.1f} dB is below the "
+                  f"{checks['snr_db_required']} dB this variant must meet (manifest: checks.pass = false); the "
+                  f"program matches itself under +-1 LSB input dither to {checks['snr_db_floor']:.1f} dB (its "
+                  "sensitivity floor)", file=sys.stderr)
+        if checks.get("enroll_cosine_vs_checkpoint", 1.0) < checks.get("enroll_cosine_required", 0.0):
+            print(f"{prog.name}: the program's own enrollment gives a speaker embedding with cosine "
+                  f"{checks['enroll_cosine_vs_checkpoint']:.4f} to the checkpoint's, below the required "
+                  f"{checks['enroll_cosine_required']} (manifest: checks.pass = false); calibrate on more or longer "
+                  "clips (--calib-clips, --calib-seconds)", file=sys.stderr)
         return 1
     return 0
