@@ -304,3 +304,24 @@ def test_trained_personalized_int8_program_loads_and_runs(tmp_path):
     spk = ProgramModel(write_program(prog, tmp_path)).enroll(speech)
     cos = torch.nn.functional.cosine_similarity(enh.enroll(speech), spk, dim=0).item()
     assert cos > prog.tolerances["enroll"]["cosine_vs_checkpoint"], f"cosine {cos}"
+
+
+def test_cli_export_checks_the_programs_own_enrollment(tmp_path, clip, capsys):
+    """`pocketvqe export` of a personalized model runs the program's enroll_step/enroll_finish on the
+    self-check clip's enrollment audio and records the cosine with the checkpoint's embedding."""
+    import dataclasses
+
+    from pocketvqe.audio import write_audio
+    from pocketvqe.cli import main
+    cfg = dataclasses.replace(get_config("pvqe-s16"), name="tiny-p", mic_channels=(4, 8, 8, 8), far_channels=(4, 8),
+                              dec_channels=(8, 8, 8, 27), gru_hidden=16, align_delay=8, speaker_proj=8)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "p.pt", Enhancer(cfg).eval())
+    write_audio(tmp_path / "clip.wav", np.concatenate([clip["enroll"], clip["mic"]]), 16000)
+    assert main(["export", "--ckpt", str(ckpt), "--quant", "none", "--clip", str(tmp_path / "clip.wav"),
+                 "--bundle-frames", "2", "--no-etrecord", "--out", str(tmp_path / "out")]) == 0
+    checks = json.loads(capsys.readouterr().out)["checks"]
+    assert checks["enroll_cosine_required"] == 0.999 and checks["enroll_cosine_vs_checkpoint"] > 0.999
+    assert checks["pass"] is True
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert man["programs"]["tiny-p-fp32"]["checks"]["enroll_cosine_vs_checkpoint"] > 0.999
