@@ -350,5 +350,6 @@ def format_parity_table(rows: Sequence[Mapping]) -> str:
         pesq = r.get("pesq_vs_float")
         lines.append(f"| {r['target']} | {r['program']} | {_db(r.get('snr_db_vs_float'))} | "
                      f"{_db(r.get('snr_db_vs_int8_ref'))} | {_db(r.get('snr_db_vs_host'))} | "
-                     f"{_db(r.get('snr_db_floor'))} | {r['max_abs_diff']:.2e} | {'-' if pesq is None else f'{pesq:.3f}'} | {bounds or '-'} | {ok} |")
+                     f"{_db(r.get('snr_db_floor'))} | {r['max_abs_diff']:.2e} | "
+                     f"{'-' if pesq is None else f'{pesq:.3f}'} | {bounds or '-'} | {ok} |")
     return "\n".join(lines)

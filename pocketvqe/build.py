@@ -99,13 +99,13 @@ def build(bc: BuildConfig) -> dict:
         spk = enh.enroll(m.enroll).numpy() if cfg.personalized else None
         calib_frames += [[torch.from_numpy(s) for s in f]
                          for f in frames_of(m.mic, m.far if cfg.has_far else None, cfg.hop, spk)]
-    ptq = None
+    ptq, int8_from = None, f"from {bc.quant}"
     if bc.quant == "ptq":
         ptq = recommended_ptq(cfg.name, **{k: v for k, v in (("keep_float", bc.keep_float),
                                                              ("observer", bc.observer)) if v is not None})
-    _say(3, n, "export: fp32 and int8 programs (XNNPACK), bundled self-checks; int8: " + (
-        f"PTQ, {ptq.observer} ranges, " + (f"{', '.join(ptq.keep_float)} fp32" if ptq.keep_float else "all int8")
-        if ptq else f"from {bc.quant}"))
+        kept = f"{', '.join(ptq.keep_float)} fp32" if ptq.keep_float else "all int8"
+        int8_from = f"PTQ, {ptq.observer} ranges, {kept}"
+    _say(3, n, f"export: fp32 and int8 programs (XNNPACK), bundled self-checks; int8: {int8_from}")
     progs = {"fp32": export_program(enh, "fp32", etrecord=True),
              "int8": export_program(enh, bc.quant, calib_frames, etrecord=True, ptq_config=ptq)}
     frames = frames_of(test.mic, test.far if cfg.has_far else None, cfg.hop, speaker)
