@@ -25,6 +25,46 @@ def _quiet():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _fix_dynamic_nhwc() -> None:
+    """Patch ExecuTorch 1.4.1's ``ChannelsLastTaggedReshapePass.input_to_nhwc`` for dynamically quantized convs.
+
+    To give a dynamically quantized conv (dq <- q <- x, scales from choose_qparams(x)) an NHWC input,
+    the pass walks back from dq along ``args[0]`` until it meets a node whose first argument is not a
+    node, puts the NHWC copy there and rewires *every* user of that node. It should stop at ``x``: when
+    ``x`` is not a ``cat`` (a decoder's skip conv reads the encoder's output) the walk runs up the whole
+    network to an encoder's state ``cat``, rewires it, and the program fails to load ("Failed to create
+    cat2 node ... xnn_status_invalid_parameter"). Here the copy goes right after ``x`` and only this
+    input's quantization chain (choose_qparams and quantize) reads it."""
+    from executorch.backends.xnnpack._passes import channels_last_tagged_reshape_pass as mod
+    from executorch.backends.xnnpack.utils.quant_utils import is_dynamic_qdq
+    from executorch.exir.dialects._ops import ops as exir_ops
+    P = mod.ChannelsLastTaggedReshapePass
+    if getattr(P.input_to_nhwc, "_pocketvqe_fixed", False):
+        return
+    original = P.input_to_nhwc
+
+    def input_to_nhwc(self, graph_module, input_node, target_node):
+        if not is_dynamic_qdq(input_node):
+            return original(self, graph_module, input_node, target_node)
+        if P.is_nhwc_node(input_node) or self.input_dim_order(input_node, mod.InputDimOrder.NHWC):
+            return
+        q = input_node.args[0]                                   # dq <- q <- x
+        x = q.args[0]
+        chain = [q] + [n.all_input_nodes[0] for n in q.all_input_nodes[1:]]     # q and its choose_qparams
+        copy = x.meta.get(P.PARTNER_NODE)
+        if copy is None:
+            with graph_module.graph.inserting_after(x):
+                copy = self.create_call_function_node(graph_module=graph_module, target=exir_ops.edge.aten._to_copy.default,
+                                                      args=(x,), memory_format=torch.channels_last)
+            P.mark_as_nhwc_node(copy)
+            self.make_partners(x, copy)
+        for n in chain:
+            n.replace_input_with(x, copy)
+
+    input_to_nhwc._pocketvqe_fixed = True
+    P.input_to_nhwc = input_to_nhwc
+
+
 def export_model(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> torch.export.ExportedProgram:
     """torch.export with gradients off (to_executorch fails on in-place state copies otherwise)."""
     _quiet()
@@ -85,6 +125,7 @@ def lower(ep: torch.export.ExportedProgram | dict[str, torch.export.ExportedProg
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     _quiet()
+    _fix_dynamic_nhwc()
     return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], constant_methods=constant_methods,
                                        generate_etrecord=etrecord)
 

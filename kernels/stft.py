@@ -70,8 +70,9 @@ class StreamingSTFT(nn.Module):
     Spectra are real tensors (B, 2, T, F): channel 0 real, channel 1 imaginary.
     Synthesis output hop t is input hop t delayed by ``n_fft - hop`` samples (the algorithmic delay).
     The DFTs are one mixed-radix stage (:func:`mixed_radix_bases`, radix R = the divisor of n_fft nearest
-    sqrt(n_fft)): 25 KB of constants at n_fft=320 where the dense bases (:func:`dft_bases`) take 824 KB.
-    Each table is stored in the layout of the permuted tensor it multiplies, so the mul also does the permute.
+    sqrt(n_fft)): 19 KB of constants at n_fft=320 where the dense bases (:func:`dft_bases`) take 824 KB.
+    Analysis and synthesis share one window and one twiddle table (analysis permutes, then multiplies;
+    synthesis multiplies, then permutes), so a program stores each once.
     Tables are read from ``_buffers``: nn.Module.__getattr__ costs ~1 us a lookup, +15 % on the eager step.
     """
 
@@ -92,8 +93,7 @@ class StreamingSTFT(nn.Module):
         if n_fft % 2 == 0:
             c[n_fft // 2] = 1.0 / n_fft
         consts = dict(inner=inner, outer=outer,
-                      twiddle_a=twiddle.permute(2, 1, 0), win_a=win.T,  # (M, 4, R), (R, M)
-                      twiddle_s=twiddle, win_s=win,                     # (R, 4, M), (M, R)
+                      twiddle=twiddle.permute(2, 1, 0), win=win.T,      # (M, 4, R), (R, M)
                       irfft_weight=c.reshape(K2, 1, M).expand(K2, 2, M).permute(2, 1, 0))   # (M, 2, K2)
         for name, t in consts.items():
             self.register_buffer(name, t.contiguous().float(), persistent=False)
@@ -113,9 +113,9 @@ class StreamingSTFT(nn.Module):
             frames = buf.reshape(B, 1, M, R)                            # (B, 1, M, R): sample R*m + r
         else:
             frames = buf.unfold(1, self.n_fft, self.hop).reshape(B, T, M, R)    # (B, T, M, R)
-        x = b["win_a"] * frames.transpose(2, 3)                         # (B, T, R, M): row r is x[r::R]
+        x = b["win"] * frames.transpose(2, 3)                           # (B, T, R, M): row r is x[r::R]
         y = (x @ b["inner"]).reshape(B, T, R, 4, M)                     # (B, T, R, 4, M): Y_r[k1]
-        y = (b["twiddle_a"] * y.permute(0, 1, 4, 3, 2)).reshape(B, T, M, 4 * R)    # (B, T, M, 4R)
+        y = (b["twiddle"] * y.permute(0, 1, 4, 3, 2)).reshape(B, T, M, 4 * R)      # (B, T, M, 4R)
         spec = (y @ b["outer"]).reshape(B, T, M, 2, -1)                 # (B, T, M, 2, K2): X[k1 + M*k2]
         spec = spec.permute(0, 3, 1, 4, 2).reshape(B, 2, T, -1)         # (B, 2, T, K2*M)
         return spec.narrow(3, 0, self.n_bins), buf[:, buf.shape[1] - (self.n_fft - self.hop):]
@@ -129,9 +129,9 @@ class StreamingSTFT(nn.Module):
         x = nn.functional.pad(spec, (0, K2 * M - F)).reshape(B, 2, T, K2, M)        # (B, 2, T, K2, M)
         x = (b["irfft_weight"] * x.permute(0, 2, 4, 1, 3)).reshape(B, T, M, 2 * K2)  # (B, T, M, 2K2)
         y = nn.functional.linear(x, b["outer"]).reshape(B, T, M, 4, R)  # (B, T, M, 4, R)
-        y = (b["twiddle_s"] * y.permute(0, 1, 4, 3, 2)).reshape(B, T, R, 4 * M)    # (B, T, R, 4M)
+        y = (b["twiddle"] * y).permute(0, 1, 4, 3, 2).reshape(B, T, R, 4 * M)      # (B, T, R, 4M)
         y = nn.functional.linear(y, b["inner"])                         # (B, T, R, M)
-        frames = b["win_s"] * y.transpose(2, 3)                         # (B, T, M, R): sample R*m + r
+        frames = (b["win"] * y).transpose(2, 3)                         # (B, T, M, R): sample R*m + r
         if T == 1:                                                      # streaming: add the pending tail
             acc = nn.functional.pad(state, (0, hop)) + frames.reshape(B, self.n_fft)  # (B, n_fft)
             return acc.narrow(1, 0, hop), acc.narrow(1, hop, self.n_fft - hop)

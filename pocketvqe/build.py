@@ -25,10 +25,12 @@ class BuildConfig:
     config: str = "dvqe-s16"
     ckpt: str | None = None
     quant: str = "ptq"               # the int8 program: ptq (calibrated here) or a quantized .pt2 (e.g. from QAT)
-    # PTQ recipe: None takes the one measured for the config (quant.RECIPES: dvqe-s16 keeps the last
-    # decoder block, which outputs the CCM mask, fp32; pvqe-s16 is all int8 on histogram ranges).
+    # PTQ recipe: None takes the one measured for the config (quant.RECIPES: dvqe-s16 gives the last
+    # decoder block, which outputs the CCM mask, per-frame activation ranges; pvqe-s16 the same, on
+    # histogram ranges).
     keep_float: tuple[str, ...] | None = None
     observer: str | None = None
+    dynamic: tuple[str, ...] | None = None
     out: str = "build"
     calib_clips: int = 8
     clip_seconds: float = 4.0
@@ -101,10 +103,11 @@ def build(bc: BuildConfig) -> dict:
                          for f in frames_of(m.mic, m.far if cfg.has_far else None, cfg.hop, spk)]
     ptq, int8_from = None, f"from {bc.quant}"
     if bc.quant == "ptq":
-        ptq = recommended_ptq(cfg.name, **{k: v for k, v in (("keep_float", bc.keep_float),
-                                                             ("observer", bc.observer)) if v is not None})
-        kept = f"{', '.join(ptq.keep_float)} fp32" if ptq.keep_float else "all int8"
-        int8_from = f"PTQ, {ptq.observer} ranges, {kept}"
+        ptq = recommended_ptq(cfg.name, **{k: v for k, v in (("keep_float", bc.keep_float), ("observer", bc.observer),
+                                                             ("dynamic", bc.dynamic)) if v is not None})
+        kept = [f"{', '.join(ptq.keep_float)} fp32"] if ptq.keep_float else []
+        kept += [f"{', '.join(ptq.dynamic)} int8 with per-frame activation ranges"] if ptq.dynamic else []
+        int8_from = f"PTQ, {ptq.observer} ranges, {'; '.join(kept) or 'all int8'}"
     _say(3, n, f"export: fp32 and int8 programs (XNNPACK), bundled self-checks; int8: {int8_from}")
     progs = {"fp32": export_program(enh, "fp32", etrecord=True),
              "int8": export_program(enh, bc.quant, calib_frames, etrecord=True, ptq_config=ptq)}

@@ -23,13 +23,13 @@ def _tuplify(obj) -> None:
             object.__setattr__(obj, f.name, tuple(getattr(obj, f.name)))
 
 
-def _check_keep_float(where: str, names) -> None:
+def _check_keep_float(where: str, names, field: str = "keep_float") -> None:
     if isinstance(names, str):
-        raise PocketVQEError(f"{where}: keep_float must be a tuple of module names, not the string {names!r} "
-                             "(write keep_float=('net.dec.3',))")
+        raise PocketVQEError(f"{where}: {field} must be a tuple of module names, not the string {names!r} "
+                             f"(write {field}=('net.dec.3',))")
     for n in names:
         if not isinstance(n, str) or not n.strip():
-            raise PocketVQEError(f"{where}: keep_float holds {n!r}; give module names such as 'net.dec.3' "
+            raise PocketVQEError(f"{where}: {field} holds {n!r}; give module names such as 'net.dec.3' "
                                  "(see `pocketvqe quant-report` for the ranking)")
 
 
@@ -45,6 +45,10 @@ class PTQConfig:
     calib_clips / calib_seconds: simulated clips (every scenario the model serves, cycled) that the
     streaming step runs over; calib_seconds >= 1 (the simulator's minimum).
     keep_float: module names (``net.dec.3`` or ``enhancer.net.dec.3``) whose ops stay fp32.
+    dynamic: module names whose convs and linears keep int8 weights but quantize their input
+    activations per call, from that frame's own range (XNNPACK's dynamic int8 kernels); their other
+    ops stay fp32. Costs int8 bytes where ``keep_float`` costs fp32 ones, and no calibrated range
+    can be too coarse for a quiet frame (dvqe-s16's CCM-mask block: README "Int8 fidelity").
     float_dsp: keep the signal processing around the network (STFT/iSTFT matmuls on PCM, power-law
     compression, CCM) in fp32; int8 PCM and int8 power spectra cost 20-40 dB of SQNR (see
     ``quant.xnnpack.DSP_MODULES``). The convs, GRU gates and linears are int8 either way.
@@ -59,6 +63,7 @@ class PTQConfig:
     float_dsp: bool = True
     seed: int = 0
     percentile: float = 99.9
+    dynamic: tuple[str, ...] = ()
 
     def __post_init__(self):
         _tuplify(self)
@@ -75,6 +80,11 @@ class PTQConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise PocketVQEError(f"PTQConfig: seed={self.seed!r} must be an integer >= 0")
         _check_keep_float("PTQConfig", self.keep_float)
+        _check_keep_float("PTQConfig", self.dynamic, "dynamic")
+        both = set(self.keep_float) & set(self.dynamic)
+        if both:
+            raise PocketVQEError(f"PTQConfig: {sorted(both)} are in both keep_float (fp32) and dynamic (int8 weights, "
+                                 "per-frame activation ranges): choose one for each module")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -85,12 +95,15 @@ class PTQConfig:
 
 
 # The PTQ recipe measured to keep each shipped checkpoint's sound (30 test clips, README "Int8 fidelity
-# on the trained model"). dvqe-s16: percentile ranges with the CCM-mask block fp32 (PESQ -0.08, OVRL
-# 0.00; all int8 loses 0.14 PESQ). pvqe-s16: histogram (MSE-optimal) ranges, all int8 (PESQ -0.08,
-# OVRL -0.04, interfering-talker suppression -0.1 dB; percentile with net.dec.3 fp32 lost 1.5 dB of it).
+# on the trained model"). dvqe-s16: percentile ranges, the CCM-mask block's convs with per-frame
+# (dynamic) activation ranges (PESQ +0.02, OVRL +0.03 against float; keeping that block fp32 instead
+# lost 0.08 PESQ, costs 62 KB more and its program matched its reference to 19 dB, this one 38 dB).
+# pvqe-s16: histogram (MSE-optimal) ranges and the same per-frame block (PESQ -0.07, OVRL -0.04,
+# interfering-talker suppression +0.1 dB; percentile ranges lost 1.3-1.5 dB of it, with that block
+# per-frame or fp32).
 RECIPES = {
-    "dvqe-s16": {"keep_float": ("net.dec.3",)},
-    "pvqe-s16": {"observer": "histogram"},
+    "dvqe-s16": {"dynamic": ("net.dec.3",)},
+    "pvqe-s16": {"observer": "histogram", "dynamic": ("net.dec.3",)},
 }
 
 
@@ -99,7 +112,7 @@ def recommended_ptq(config_name: str, **overrides) -> PTQConfig:
 
     >>> recommended_ptq("pvqe-s16").observer
     'histogram'
-    >>> recommended_ptq("dvqe-s16", calib_clips=8).keep_float
+    >>> recommended_ptq("dvqe-s16", calib_clips=8).dynamic
     ('net.dec.3',)
     """
     return PTQConfig(**{**RECIPES.get(config_name, {}), **overrides})

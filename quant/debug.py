@@ -203,11 +203,12 @@ def sensitivity(enhancer, config: PTQConfig | None, calib: Sequence[Sequence[tor
     config = config or PTQConfig()
     calib = check_calibration(calib, n_signals(enhancer.cfg), enhancer.cfg.hop)
     keep = resolve_keep_float(enhancer, config.keep_float)
+    dynamic = resolve_keep_float(enhancer, config.dynamic, "dynamic")
     step, ep = export_step(enhancer)
     init = step.init_state()
     prepared = prepare_pt2e(ep.module(), xnnpack_quantizer(config.per_channel, keep_float=keep,
                                                            observer=config.observer, float_dsp=config.float_dsp,
-                                                           percentile=config.percentile))
+                                                           percentile=config.percentile, dynamic=dynamic))
     bar = tqdm(total=3 * len(calib), desc="quant-report", unit="frame", disable=not progress, leave=False,
                mininterval=1.0)
     stream(prepared, calib, init, bar)

@@ -25,7 +25,7 @@ from .config import PTQConfig
 META_KEY = "pocketvqe_quant"          # GraphModule.meta[META_KEY]: how the module was made
 
 
-def resolve_keep_float(enhancer, names: Sequence[str]) -> tuple[str, ...]:
+def resolve_keep_float(enhancer, names: Sequence[str], field: str = "keep_float") -> tuple[str, ...]:
     """Module names of the Enhancer (``net.dec.3``) or of the step (``enhancer.net.dec.3``) -> step names."""
     known = {n for n, _ in enhancer.named_modules() if n}
     out = []
@@ -35,7 +35,7 @@ def resolve_keep_float(enhancer, names: Sequence[str]) -> tuple[str, ...]:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.5)
             hint = f"close names: {', '.join(close)}" if close else "list them with `pocketvqe quant-report`"
-            raise PocketVQEError(f"keep_float names unknown module {raw!r} in {enhancer.cfg.name}: {hint}")
+            raise PocketVQEError(f"{field} names unknown module {raw!r} in {enhancer.cfg.name}: {hint}")
         out.append("enhancer." + name)
     return tuple(dict.fromkeys(out))
 
@@ -91,6 +91,7 @@ def quantize(enhancer, config: PTQConfig | None = None, calib: Sequence[Sequence
     from .xnnpack import xnnpack_quantizer
     config = config or PTQConfig()
     keep = resolve_keep_float(enhancer, config.keep_float)
+    dynamic = resolve_keep_float(enhancer, config.dynamic, "dynamic")
     t0 = time.perf_counter()
     if calib is None:
         calib = calibration_frames(enhancer, config.calib_clips, config.calib_seconds, config.seed, data=data,
@@ -99,12 +100,12 @@ def quantize(enhancer, config: PTQConfig | None = None, calib: Sequence[Sequence
     step, ep = export_step(enhancer)
     prepared = prepare_pt2e(ep.module(), xnnpack_quantizer(per_channel=config.per_channel, keep_float=keep,
                                                            observer=config.observer, float_dsp=config.float_dsp,
-                                                           percentile=config.percentile))
+                                                           percentile=config.percentile, dynamic=dynamic))
     with tqdm(total=len(calib), desc=f"calibrating {enhancer.cfg.name} ({config.observer})", unit="frame",
               disable=not progress, leave=False, mininterval=1.0) as bar:
         stream(prepared, calib, step.init_state(), bar)
     gm = convert_ptq(prepared)
-    gm.meta[META_KEY] = {"mode": "ptq", "config": config.to_dict(), "keep_float": list(keep),
+    gm.meta[META_KEY] = {"mode": "ptq", "config": config.to_dict(), "keep_float": list(keep), "dynamic": list(dynamic),
                          "calibration": {**calib.summary, "frames": len(calib), "observer": config.observer},
                          "seconds": round(time.perf_counter() - t0, 2)}
     return gm

@@ -71,20 +71,26 @@ def _unannotate_dsp(model: torch.fx.GraphModule) -> None:
             del n.meta[key]
 
 
+def _in_modules(n: Node, names: tuple[str, ...]) -> bool:
+    """Whether node ``n`` was traced inside one of the modules ``names`` (or their submodules)."""
+    stack = [v[0] for v in (n.meta.get("nn_module_stack") or {}).values()]
+    stack = [m[len("L['self']."):] if m.startswith("L['self'].") else m for m in stack]
+    stack = [m.replace("[", ".").replace("]", "") for m in stack]       # dec[0] -> dec.0
+    # prefix match: a container that is never called itself (a ModuleList such as
+    # ``enhancer.net.dec``) is not in the stack, its children ``enhancer.net.dec.0`` ... are
+    return any(m == k or m.startswith(k + ".") for m in stack for k in names)
+
+
 def _unannotate_modules(model: torch.fx.GraphModule, names: tuple[str, ...]) -> None:
     """Drop the annotations of ops inside the modules ``names`` (and their submodules): they stay fp32.
     (XNNPACKQuantizer.set_module_name(name, None) asserts in executorch 1.4.1.)"""
-    key, keep = "quantization_annotation", set(names)
+    key = "quantization_annotation"
     for n in model.graph.nodes:
-        if n.op != "call_function" or key not in n.meta:
-            continue
-        stack = [v[0] for v in (n.meta.get("nn_module_stack") or {}).values()]
-        stack = [m[len("L['self']."):] if m.startswith("L['self'].") else m for m in stack]
-        stack = [m.replace("[", ".").replace("]", "") for m in stack]       # dec[0] -> dec.0
-        # prefix match: a container that is never called itself (a ModuleList such as
-        # ``enhancer.net.dec``) is not in the stack, its children ``enhancer.net.dec.0`` ... are
-        if any(m == k or m.startswith(k + ".") for m in stack for k in keep):
+        if n.op == "call_function" and key in n.meta and _in_modules(n, names):
             del n.meta[key]
+            for a in n.args:                    # its weight / bias (marked annotated with the op)
+                if isinstance(a, Node) and a.op == "get_attr":
+                    a.meta.pop(key, None)
 
 
 def _drop_dangling_shares(model: torch.fx.GraphModule) -> None:
@@ -166,7 +172,8 @@ def _activation_observer(name: str, percentile: float = 99.9):
 
 
 def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float: tuple[str, ...] = (),
-                      observer: str = "minmax", float_dsp: bool = False, percentile: float = 99.9):
+                      observer: str = "minmax", float_dsp: bool = False, percentile: float = 99.9,
+                      dynamic: tuple[str, ...] = ()):
     """XNNPACKQuantizer with static int8 activations and symmetric int8 weights (+ the fixes above).
 
     ``observer``: activation range observer for PTQ calibration: ``minmax`` (default, fast, keeps
@@ -176,6 +183,9 @@ def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float
     ``keep_float``: module name prefixes (e.g. ``enhancer.net.dec.3``) whose ops stay fp32.
     ``float_dsp``: keep the STFT, power-law compression and CCM ops fp32 (see ``DSP_MODULES``); the
     quant flows (``pocketvqe.quant``) turn it on: int8 PCM and int8 power spectra cost 20-40 dB SQNR.
+    ``dynamic``: module name prefixes whose convs and linears get int8 weights with dynamically
+    quantized activations (each call's own range, XNNPACK's qd8-f32-qc8w kernels); their other ops
+    and their outputs stay fp32. The weights cost int8 bytes, the activations lose no static range.
     """
     import dataclasses
 
@@ -187,10 +197,13 @@ def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float
             model = super().annotate(model)
             if float_dsp:
                 _unannotate_dsp(model)
-            if keep_float:
-                _unannotate_modules(model, tuple(keep_float))
-            if float_dsp or keep_float:
+            if keep_float or dynamic:
+                _unannotate_modules(model, tuple(keep_float) + tuple(dynamic))
+            if float_dsp or keep_float or dynamic:
                 _drop_dangling_shares(model)
+            if dynamic:
+                dyn = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True, is_qat=is_qat)
+                self._annotate_all_patterns(model, dyn, lambda n: n.op == "get_attr" or _in_modules(n, tuple(dynamic)))
             _share_qparams_through_data_movement(model)
             return model
 

@@ -268,30 +268,34 @@ def test_recommended_ptq_recipes(capsys):
     choices override it; configs without a recipe get the defaults; build's CLI leaves unset choices None."""
     from pocketvqe.cli import build_parser
     from pocketvqe.models import list_configs
-    assert recommended_ptq("pvqe-s16").observer == "histogram" and recommended_ptq("pvqe-s16").keep_float == ()
-    assert recommended_ptq("dvqe-s16") == PTQConfig(keep_float=("net.dec.3",))
-    assert recommended_ptq("dvqe-s16", keep_float=()).keep_float == ()
+    assert recommended_ptq("pvqe-s16") == PTQConfig(observer="histogram", dynamic=("net.dec.3",))
+    assert recommended_ptq("dvqe-s16") == PTQConfig(dynamic=("net.dec.3",))
+    assert recommended_ptq("dvqe-s16", dynamic=()).dynamic == ()
     assert recommended_ptq("tiny") == PTQConfig()
     for name in RECIPES:
         assert name in list_configs()
         net = Enhancer(get_config(name))
-        for module in recommended_ptq(name).keep_float:
+        for module in recommended_ptq(name).keep_float + recommended_ptq(name).dynamic:
             net.get_submodule(module)                                      # raises if it does not exist
     with pytest.raises(PocketVQEError, match="observer"):
         recommended_ptq("pvqe-s16", observer="nope")
     args = build_parser(["build"]).parse_args(["build"])
-    assert args.keep_float is None and args.observer is None
+    assert args.keep_float is None and args.observer is None and args.dynamic is None
     args = build_parser(["build"]).parse_args(["build", "--keep-float", "--observer", "minmax"])
     assert args.keep_float == [] and args.observer == "minmax"
     from pocketvqe.commands.quantize import _recipe_note
     _recipe_note("pvqe-s16", PTQConfig())                                 # quantize departs from it: a note
-    assert "--observer histogram (all int8)" in capsys.readouterr().err
+    assert "--observer histogram --dynamic net.dec.3" in capsys.readouterr().err
     _recipe_note("pvqe-s16", recommended_ptq("pvqe-s16", calib_clips=4))
     _recipe_note("tiny", PTQConfig(observer="minmax"))
     assert capsys.readouterr().err == ""
 
 
 def test_bad_calibration_and_modules(enh, calib):
+    with pytest.raises(PocketVQEError, match="both keep_float"):
+        PTQConfig(keep_float=("net.dec.3",), dynamic=("net.dec.3",))
+    with pytest.raises(PocketVQEError, match="dynamic names unknown module"):
+        quantize(enh, PTQConfig(dynamic=("net.dec.9",)), calib, progress=False)
     with pytest.raises(PocketVQEError, match="empty"):
         quantize(enh, PTQConfig(), [], progress=False)
     poisoned = CalibFrames([calib[0], (calib[1][0] * float("nan"), calib[1][1])], (0,))
@@ -352,6 +356,41 @@ def test_keep_float_takes_containers_that_are_never_called(gm, enh, calib):
     kept = quantize(enh, PTQConfig(keep_float=("net.dec",)), calib, progress=False)
     assert q_nodes(kept) < 0.8 * q_nodes(gm)                         # the decoder is a good share of the net
     assert quantized_linears(kept) == quantized_linears(gm)        # the GRU stays int8
+
+
+@pytest.mark.slow
+def test_dynamic_module_keeps_int8_weights_lowers_and_matches(enh, calib, gm, test_clip, tmp_path):
+    """``dynamic=("net.dec.3",)``: that block's convs (the sub-pixel conv and the skip conv reading the
+    first encoder's output) get int8 weights and per-frame activation ranges, nothing else changes mode.
+    The program loads (ExecuTorch 1.4.1's NHWC pass rewired the encoder's state cat without
+    ``export.lower._fix_dynamic_nhwc``), matches its reference > 35 dB and stays int8-sized (~70 s)."""
+    from pocketvqe.export.bundle import program_fidelity
+    from pocketvqe.export.program import export_program
+    dyn = quantize(enh, PTQConfig(calib_clips=3, calib_seconds=1.0, dynamic=("net.dec.3",)), calib, progress=False)
+    assert dyn.meta["pocketvqe_quant"]["dynamic"] == ["enhancer.net.dec.3"]
+    def module(n) -> str:
+        return list(n.meta["nn_module_stack"].values())[-1][0]
+
+    def per_frame(conv) -> bool:                # input dequantized with a scale computed in the graph
+        dq = conv.args[0]
+        return "dequantize" in str(dq.target) and isinstance(dq.args[1], torch.fx.Node)
+    convs = [n for n in dyn.graph.nodes if n.target == torch.ops.aten.conv2d.default
+             and module(n) != "enhancer.net"]                                  # not the CCM's fp32 DSP convs
+    assert len(convs) == 17 and all("dequantize" in str(n.args[1].target) for n in convs)    # int8 weights
+    assert sorted(module(n) for n in convs if per_frame(n)) == ["enhancer.net.dec.3.skip",
+                                                                "enhancer.net.dec.3.subpix.conv"]
+    ref, init = _float_out(enh, test_clip)
+    snr_dyn, snr_static = (sqnr_db(ref, torch.cat(stream(m, test_clip, init))) for m in (dyn, gm))
+    assert snr_dyn > snr_static - 1.0, (snr_dyn, snr_static)                 # per-frame ranges lose nothing
+    path = save_quantized(tmp_path / "dyn.pt2", dyn, {"quant": dyn.meta["pocketvqe_quant"]}, enhancer=enh)
+    prog = export_program(enh, path)
+    assert prog.delegation["undelegated_compute_ops"] == []
+    fid = program_fidelity(prog, list(test_clip)[:60])
+    assert fid["snr_db_vs_reference"] > 35.0, fid
+    kept = export_program(enh, save_quantized(tmp_path / "kf.pt2", q := quantize(
+        enh, PTQConfig(calib_clips=3, calib_seconds=1.0, keep_float=("net.dec.3",)), calib, progress=False),
+        {"quant": q.meta["pocketvqe_quant"]}, enhancer=enh))
+    assert len(prog.buffer) < len(kept.buffer)                                # int8 weights, not fp32 ones
 
 
 def test_decoder_bn_fold_is_exact(enh, test_clip):

@@ -12,8 +12,11 @@ def add_arguments(p):
     p.add_argument("--quant", default="ptq", help="int8 program: ptq (calibrated on simulated clips) or a "
                    "quantized model Q.pt2 from `pocketvqe quantize` (e.g. --mode qat)")
     p.add_argument("--keep-float", nargs="*", default=None, metavar="MODULE",
-                   help="PTQ: modules kept fp32 (default: the config's measured recipe, net.dec.3 for dvqe-s16; "
-                        "give the flag alone for all-int8)")
+                   help="PTQ: modules kept fp32 (default: the config's measured recipe, none for the shipped "
+                        "configs; give the flag alone for none)")
+    p.add_argument("--dynamic", nargs="*", default=None, metavar="MODULE",
+                   help="PTQ: modules with int8 weights and per-frame (dynamic) activation ranges (default: the "
+                        "config's measured recipe, net.dec.3 for dvqe-s16; give the flag alone for none)")
     p.add_argument("--observer", choices=OBSERVERS, default=None,
                    help="PTQ activation observer (default: the config's measured recipe, histogram for pvqe-s16, "
                         "else percentile)")
@@ -33,7 +36,9 @@ def run(args) -> int:
 
     from pocketvqe.build import BuildConfig, build
     keep_float = None if args.keep_float is None else tuple(args.keep_float)
+    dynamic = None if args.dynamic is None else tuple(args.dynamic)
     bc = BuildConfig(config=args.config, ckpt=args.ckpt, quant=args.quant, keep_float=keep_float, observer=args.observer,
+                     dynamic=dynamic,
                      out=args.out, calib_clips=args.calib_clips,
                      bench_frames=args.bench_frames, data=args.data, qemu=not args.no_qemu, seed=args.seed)
     summary = build(bc)

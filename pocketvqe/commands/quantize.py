@@ -1,7 +1,7 @@
 """`pocketvqe quantize`: float checkpoint -> int8 step (.pt2) by PTQ or QAT.
 
     pocketvqe quantize --ckpt X.pt --mode ptq [--observer minmax|moving_average|histogram|percentile]
-                       [--keep-float net.dec.3,...] [--calib-clips 16] [--calib-seconds 4] --out q.pt2
+                       [--keep-float net.dec.3,...] [--dynamic net.dec.3,...] [--calib-clips 16] [--calib-seconds 4] --out q.pt2
     pocketvqe quantize --ckpt X.pt --mode qat [--steps 200] [--lr 1e-4] [--batch 8] ... --out q.pt2
     torchrun --nproc_per_node 2 -m pocketvqe.cli quantize --ckpt X.pt --mode qat ... --out q.pt2   # DDP
 
@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--mode", choices=["ptq", "qat"], default="ptq", help="post-training (default) or QAT")
     p.add_argument("--out", required=True, help="output .pt2")
     p.add_argument("--keep-float", default="", help="comma list of module names kept fp32 (see quant-report)")
+    p.add_argument("--dynamic", default="", help="PTQ: comma list of module names whose convs/linears keep int8 "
+                                                 "weights but quantize activations per frame (e.g. net.dec.3)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default per-channel)")
     p.add_argument("--int8-dsp", action="store_true",
                    help="quantize the STFT/compression/CCM too (default: they stay fp32)")
@@ -85,7 +87,8 @@ def run(args) -> int:
     if args.mode == "ptq":
         cfg = PTQConfig(observer=args.observer, per_channel=not args.per_tensor, calib_clips=args.calib_clips,
                         calib_seconds=args.calib_seconds, keep_float=_names(args.keep_float),
-                        float_dsp=not args.int8_dsp, seed=args.seed, percentile=args.percentile)
+                        float_dsp=not args.int8_dsp, seed=args.seed, percentile=args.percentile,
+                        dynamic=_names(args.dynamic))
         calib = calibration_frames(enh, cfg.calib_clips, cfg.calib_seconds, cfg.seed, data=args.data,
                                    progress=progress)
         gm = quantize(enh, cfg, calib, progress=progress)
@@ -105,7 +108,8 @@ def run(args) -> int:
         return 0
     info = gm.meta.get("pocketvqe_quant", {})
     lin = quantized_linears(gm)
-    meta = {"quant": {"mode": args.mode, "config": cfg.to_dict(), "keep_float": info.get("keep_float", [])},
+    meta = {"quant": {"mode": args.mode, "config": cfg.to_dict(), "keep_float": info.get("keep_float", []),
+                      "dynamic": info.get("dynamic", [])},
             "calibration": info.get("calibration"), "source_checkpoint": str(args.ckpt),
             "source_meta": ckpt.get("meta"), "quantized_linears": sum(lin.values()),
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -124,6 +128,7 @@ def run(args) -> int:
           f"{meta['quantized_linears']} int8 linears, calibration {cal.get('clips')} clips / "
           f"{cal.get('frames', '-')} frames ({cal.get('observer')}), scenarios {cal.get('scenarios')}"
           + (f", keep_float {', '.join(meta['quant']['keep_float'])}" if meta["quant"]["keep_float"] else "")
+          + (f", dynamic {', '.join(meta['quant']['dynamic'])}" if meta["quant"]["dynamic"] else "")
           + (f"; QAT loss ({_target(cfg.distill)}) {meta['qat']['loss_first']:.4f} -> {meta['qat']['loss_last']:.4f} "
              f"(curve: {out.with_suffix('.loss.json')})" if history else ""), file=sys.stdout)
     return 0
@@ -137,9 +142,11 @@ def _recipe_note(config_name: str, cfg) -> None:
     if config_name not in RECIPES:
         return
     rec = recommended_ptq(config_name)
-    if (cfg.observer, cfg.keep_float) != (rec.observer, rec.keep_float):
-        flags = f"--observer {rec.observer} " + (f"--keep-float {','.join(rec.keep_float)}" if rec.keep_float
-                                                 else "(all int8)")
+    if (cfg.observer, cfg.keep_float, cfg.dynamic) != (rec.observer, rec.keep_float, rec.dynamic):
+        flags = " ".join([f"--observer {rec.observer}"]
+                         + ([f"--keep-float {','.join(rec.keep_float)}"] if rec.keep_float else [])
+                         + ([f"--dynamic {','.join(rec.dynamic)}"] if rec.dynamic else [])
+                         + ([] if rec.keep_float or rec.dynamic else ["(all static int8)"]))
         print(f"note: the PTQ recipe measured to keep {config_name}'s sound is {flags} (quant.RECIPES; "
               "`pocketvqe build` uses it)", file=sys.stderr)
 
