@@ -5,10 +5,11 @@ compression, each far / mic encoder block, AlignBlock, GRU bottleneck, each deco
 overlap-add synthesis) becomes its own one-method program, fed the inputs it saw while the whole step
 streamed a test signal, and timed with ``executorch.runtime`` on one thread. Also timed in the same run:
 the whole step (float eager, fp32 .pte, int8 .pte) and an empty program with as many inputs (the cost
-of one ``execute`` call from Python).
+of one ``execute`` call from Python), and with the same state bytes packed into one tensor.
 
-int8 follows the build's recipe: static int8 activations and weights, signal processing (STFT,
-compression, CCM) kept fp32 (``PTQConfig.float_dsp``), calibrated on the test signal's frames.
+int8: static int8 activations (min-max ranges from the test signal's frames) and weights, signal
+processing (STFT, compression, CCM) kept fp32 (``PTQConfig.float_dsp``), the whole network static
+(the build's recipe gives the mask block per-frame ranges; here every block is static).
 
     python -m pocketvqe.device_tests.profile_step --config dvqe-s16 [--iters 2000] [--json out.json]
 
@@ -251,6 +252,12 @@ def _step_rows(enh, cfg: ProfileConfig, bar) -> list[dict]:
     rows.append({"block": f"empty program, {len(inputs)} inputs", "quant": "fp32", **info,
                  "us": time_method(load_method(buf), inputs, cfg.iters, cfg.warmup)})
     bar.update(1)
+    n_sig = len(inputs) - len(step.state_names)          # the same bytes, the state packed in one tensor
+    packed = inputs[:n_sig] + [torch.cat([x.reshape(-1) for x in inputs[n_sig:]])]
+    buf, info = _lower_buffer(export_model(ident, [torch.zeros_like(x) for x in packed]))
+    rows.append({"block": f"empty program, state packed ({len(packed)} inputs)", "quant": "fp32", **info,
+                 "us": time_method(load_method(buf), packed, cfg.iters, cfg.warmup)})
+    bar.update(1)
     return rows
 
 
@@ -269,7 +276,7 @@ def profile(cfg: ProfileConfig) -> list[dict]:
             raise PocketVQEError(f"unknown blocks {sorted(unknown)}: choose from {', '.join(blocks)}")
         blocks = {k: v for k, v in blocks.items() if k in cfg.blocks}
     rows = []
-    n_steps = len(blocks) * len(cfg.quant) + (2 + len(cfg.quant) if cfg.whole else 0)
+    n_steps = len(blocks) * len(cfg.quant) + (3 + len(cfg.quant) if cfg.whole else 0)
     with _threadpool(1), tqdm(total=n_steps, desc="profile", unit="program", file=sys.stderr) as bar:
         for name, (fn, owner, args) in blocks.items():
             module = BlockProgram(fn, args[0], owner).eval()
@@ -309,7 +316,8 @@ def format_table(rows: list[dict]) -> str:
                 sums[q][1] += low
                 sums[q][2] += r.get("nodes") or 0
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| sum of blocks | " + " | ".join(f"{a:.1f} | {b:.1f} | {n}" for a, b, n in sums.values()) + " |")
+    if any(not name.startswith(("STEP", "empty")) for name in by):
+        lines.append("| sum of blocks | " + " | ".join(f"{a:.1f} | {b:.1f} | {n}" for a, b, n in sums.values()) + " |")
     return "\n".join(lines)
 
 
