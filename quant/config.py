@@ -99,8 +99,7 @@ class PTQConfig:
 # (dynamic) activation ranges (PESQ +0.02, OVRL +0.03 against float; keeping that block fp32 instead
 # lost 0.08 PESQ, costs 62 KB more and its program matched its reference to 19 dB, this one 38 dB).
 # pvqe-s16: histogram (MSE-optimal) ranges and the same per-frame block (PESQ -0.07, OVRL -0.04,
-# interfering-talker suppression +0.1 dB; percentile ranges lost 1.3-1.5 dB of it, with that block
-# per-frame or fp32).
+# interfering-talker suppression +0.1 dB; percentile ranges with that block fp32 lost 1.5 dB of it).
 RECIPES = {
     "dvqe-s16": {"dynamic": ("net.dec.3",)},
     "pvqe-s16": {"observer": "histogram", "dynamic": ("net.dec.3",)},

@@ -80,6 +80,8 @@ def run(args) -> int:
         raise PocketVQEError(f"--out {out}: quantized models are .pt2 files (e.g. {out.with_suffix('.pt2')})")
     if out.resolve() == Path(args.ckpt).resolve():
         raise PocketVQEError("--out is the input checkpoint: inputs are never overwritten, pick another path")
+    if args.mode == "qat" and _names(args.dynamic):
+        raise PocketVQEError("--dynamic is a PTQ choice (QAT trains static int8 ranges): drop it, or use --mode ptq")
     enh, ckpt = load_checkpoint(args.ckpt, expect=args.config)
     progress = not args.no_progress
     t0 = time.perf_counter()
