@@ -158,7 +158,8 @@ def build(bc: BuildConfig) -> dict:
 
     sizes = {q: p.stat().st_size for q, p in paths.items()}
     write_manifest(out, list(progs.values()), files,
-                   extra={"checkpoint": source, "trained": trained, "int8_size_ratio": sizes["int8"] / sizes["fp32"]})
+                   extra={"checkpoint": source, "trained": trained, "int8_size_ratio": sizes["int8"] / sizes["fp32"],
+                          "int8_from": int8_from})
     _say(6, n, "report")
     from pocketvqe.device_tests.report import ReportData, write_report
     notes = [] if trained else ["Built from a seeded random init: no trained checkpoint is shipped yet. "
@@ -169,6 +170,8 @@ def build(bc: BuildConfig) -> dict:
             need = prog.tolerances["enroll"]["cosine_vs_checkpoint"]
             notes.append(f"{prog.name}: on-device enrollment (enroll_step/enroll_finish) gives a speaker embedding "
                          f"with cosine {cos:.5f} to the checkpoint's ({'meets' if cos >= need else 'BELOW'} {need}).")
+    notes.append(f"int8 program: {int8_from}; {sizes['int8']:,} B, {sizes['int8'] / sizes['fp32']:.1%} of the fp32 "
+                 f"program's {sizes['fp32']:,} B.")
     notes.append(f"Wall time {time.perf_counter() - t_start:.0f} s; export fp32 {progs['fp32'].export_seconds:.0f} s, "
                  f"int8 {progs['int8'].export_seconds:.0f} s.")
     write_report(ReportData(title=f"pocketvqe build: {cfg.name}", config={**cfg.to_dict(), "checkpoint": source},
