@@ -248,3 +248,10 @@ def enroll_fidelity(prog, enroll_pcm) -> float:
     got = run_enroll(prog.enroll, lambda *a: step.execute(a), lambda *a: finish.execute(a)[0], enroll_pcm)
     want = prog.step.enhancer.enroll(np.asarray(enroll_pcm, np.float32)).reshape(-1)
     return float(torch.nn.functional.cosine_similarity(want.double(), got.double(), dim=0))
+
+
+def enroll_checks(prog, enroll_pcm) -> dict:
+    """The manifest's enrollment check of a personalized program: ``enroll_cosine_vs_checkpoint``
+    (:func:`enroll_fidelity`, 5 decimals) and ``enroll_cosine_required`` (the variant's tolerance)."""
+    return {"enroll_cosine_vs_checkpoint": round(enroll_fidelity(prog, enroll_pcm), 5),
+            "enroll_cosine_required": prog.tolerances["enroll"]["cosine_vs_checkpoint"]}

@@ -80,7 +80,7 @@ def build(bc: BuildConfig) -> dict:
     from pocketvqe.device_tests.bench import BenchConfig, run_bench
     from pocketvqe.device_tests.measure import frames_of, json_safe
     from pocketvqe.device_tests.parity import manifest_tolerances, reference_outputs, report_row, run_parity
-    from pocketvqe.export.bundle import bundle_tolerances, enroll_fidelity, make_bundle, verify_bundle
+    from pocketvqe.export.bundle import bundle_tolerances, enroll_checks, make_bundle, verify_bundle
     from pocketvqe.export.program import export_program, file_entry, write_etrecord, write_manifest, write_program
     from pocketvqe.quant import recommended_ptq
 
@@ -119,7 +119,7 @@ def build(bc: BuildConfig) -> dict:
         checks[q] = verify_bundle(bpte, bundle_tolerances(prog, bpte))
         prog.extra["checks"] = {"bundle": checks[q]}
         if prog.enroll is not None:       # the program's own enrollment, as on the phone, vs the checkpoint's
-            prog.extra["checks"]["enroll_cosine_vs_checkpoint"] = round(enroll_fidelity(prog, test.enroll), 5)
+            prog.extra["checks"].update(enroll_checks(prog, test.enroll))
         atomic_write_bytes(out / f"{prog.name}.bpte", bpte)
         files += [paths[q], out / f"{prog.name}.bpte", write_etrecord(prog, out / f"{prog.name}.etrecord")]
 
@@ -165,9 +165,8 @@ def build(bc: BuildConfig) -> dict:
     notes = [] if trained else ["Built from a seeded random init: no trained checkpoint is shipped yet. "
                                 "The numbers check the toolchain (export, parity, latency), not sound quality."]
     for prog in progs.values():
-        cos = prog.extra["checks"].get("enroll_cosine_vs_checkpoint")
+        cos, need = (prog.extra["checks"].get(k) for k in ("enroll_cosine_vs_checkpoint", "enroll_cosine_required"))
         if cos is not None:
-            need = prog.tolerances["enroll"]["cosine_vs_checkpoint"]
             notes.append(f"{prog.name}: on-device enrollment (enroll_step/enroll_finish) gives a speaker embedding "
                          f"with cosine {cos:.5f} to the checkpoint's ({'meets' if cos >= need else 'BELOW'} {need}).")
     notes.append(f"int8 program: {int8_from}; {sizes['int8']:,} B, {sizes['int8'] / sizes['fp32']:.1%} of the fp32 "

@@ -52,7 +52,7 @@ def run(args) -> int:
     import torch
 
     from pocketvqe.errors import PocketVQEError
-    from pocketvqe.export.bundle import (bundle_tolerances, enroll_fidelity, make_bundle, program_fidelity,
+    from pocketvqe.export.bundle import (bundle_tolerances, enroll_checks, make_bundle, program_fidelity,
                                          verify_bundle)
     from pocketvqe.export.program import (export_program, resolve_quant, write_etrecord, write_manifest,
                                           write_program)
@@ -95,8 +95,7 @@ def run(args) -> int:
               "snr_db_floor": round(fidelity["snr_db_floor"], 2)}
     checks["pass"] = checks["snr_db_vs_reference"] >= checks["snr_db_required"]
     if prog.enroll is not None and enroll_pcm is not None:      # the device's own enrollment vs the checkpoint's
-        checks["enroll_cosine_vs_checkpoint"] = round(enroll_fidelity(prog, enroll_pcm), 5)
-        checks["enroll_cosine_required"] = prog.tolerances["enroll"]["cosine_vs_checkpoint"]
+        checks.update(enroll_checks(prog, enroll_pcm))
         checks["pass"] &= checks["enroll_cosine_vs_checkpoint"] >= checks["enroll_cosine_required"]
     prog.extra["checks"] = checks
     _say(5, n, f"writing {args.out}")
