@@ -31,10 +31,10 @@ build: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q device_tests --target qemu-arm64 --benchmark-skip
+	$(BIN)/python -m pytest -q device_tests/suite --target qemu-arm64 --benchmark-skip
 
 bench: setup
-	$(BIN)/python -m pytest -q --benchmark-only device_tests/bench_step.py
+	$(BIN)/python -m pytest -q --benchmark-only device_tests/suite/bench_step.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -24,6 +24,9 @@ import platform
 import sys
 import time
 
+import executorch_numpy_runtime as en
+import numpy as np
+
 OK_MARK = "POCKETVQE_RUNNER_OK"
 ERR_MARK = "POCKETVQE_RUNNER_ERROR"
 JOB_VERSION = 1
@@ -55,8 +58,6 @@ def _cpu_model():
 
 
 def info():
-    import numpy as np
-    import executorch_numpy_runtime as en
 
     rt_info = en.runtime_info()
     uname = platform.uname()
@@ -77,8 +78,6 @@ def info():
 
 
 def run_job(job_dir, out_dir):
-    import numpy as np
-    import executorch_numpy_runtime as en
 
     with open(os.path.join(job_dir, "job.json")) as fh:
         job = json.load(fh)

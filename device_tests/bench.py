@@ -10,7 +10,7 @@ and each row carries its ratio to the program under test.
 ...                 others={"fp32-pte": "build/dvqe-s16-fp32.pte"})              # doctest: +SKIP
 >>> res["p50_us"], res["rtf"], [(r["name"], r["ratio_to_main"]) for r in res["rows"]]  # doctest: +SKIP
 
-Emulated targets (qemu-arm64) are refused: their timings mean nothing (DESIGN §6); they check
+Emulated targets (qemu-arm64) are refused: their timings mean nothing; they check
 numerics only (`pocketvqe parity`).
 """
 from __future__ import annotations
@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pocketvqe.errors import PocketVQEError
 
 from .measure import latency_stats, rss_kb, stacked_inputs
+from .targets import get_target
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,9 @@ class BenchConfig:
             raise PocketVQEError(f"bench threads={self.threads!r} must be an integer >= 1")
 
 
-def row_name(quant: str) -> str:
-    """``fp32-pte`` or ``int8-pte`` for a program of quant mode ``quant``."""
-    return "fp32-pte" if str(quant).lower() in ("fp32", "none") else "int8-pte"
+def row_name(precision: str) -> str:
+    """``fp32-pte`` or ``int8-pte`` for a program of ``precision``."""
+    return f"{precision}-pte"
 
 
 def cycle_frames(frames: Sequence, n: int) -> list:
@@ -64,7 +66,7 @@ def cycle_frames(frames: Sequence, n: int) -> list:
 
 def refuse_emulated(target) -> None:
     if getattr(target, "emulated", False):
-        raise PocketVQEError(f"{target.name} is emulated: latency under emulation means nothing (DESIGN §6), so "
+        raise PocketVQEError(f"{target.name} is emulated: latency under emulation means nothing, so "
                              "bench refuses it. Time on host, a phone (--target adb) or an ARM board (--target "
                              "ssh:HOST); on qemu-arm64 check numerics with `pocketvqe parity --target qemu-arm64`")
 
@@ -73,7 +75,6 @@ def time_eager(step_fn, frames: Sequence[Sequence[np.ndarray]], init_state: Sequ
                threads: int) -> np.ndarray:
     """Per-frame latency (us) of a PyTorch step: ``warmup`` untimed calls on frame 0, then every frame
     timed with the state threaded (as the targets do)."""
-    import torch
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -121,7 +122,6 @@ def run_bench(pte: str | Path, frames, init_state: Sequence, *, hop_ms: float, t
 
     Returns {target, threads, hop_ms, frames, p50_us, p90_us, p99_us, max_us, rtf, deadline_misses,
     load_ms, peak_rss_kb, rss_growth_kb, rows: [{name, p50_us, ..., ratio_to_main}], per_frame_us}."""
-    from .targets import get_target
     t = get_target(target) if isinstance(target, str) else target
     refuse_emulated(t)
     if hop_ms <= 0:

@@ -1,41 +1,20 @@
-"""Parity and latency measurements shared by `pocketvqe build`, `parity` and `bench`."""
+"""Latency and fidelity measurements shared by `pocketvqe build`, `parity` and `bench` (SNR, framing and
+the step loop live in :mod:`pocketvqe.signals`)."""
 from __future__ import annotations
 
+import math
+import resource
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from pocketvqe.audio import resample
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.metrics import pesq_wb
 
-def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
-    noise = np.sum((ref - test) ** 2)
-    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref ** 2) / noise))
-
-
-def frames_of(mic: np.ndarray, far: np.ndarray | None, hop: int, speaker: np.ndarray | None = None) -> list[list[np.ndarray]]:
-    """Split signals into per-hop step inputs (mic[hop], far[hop], speaker[D])."""
-    n = len(mic) // hop
-    out = []
-    for t in range(n):
-        sig = [mic[t * hop:(t + 1) * hop].astype(np.float32)]
-        if far is not None:
-            sig.append(far[t * hop:(t + 1) * hop].astype(np.float32))
-        if speaker is not None:
-            sig.append(speaker.astype(np.float32))
-        out.append(sig)
-    return out
-
-
-@torch.no_grad()
-def run_reference(step_fn, frames: list[list[np.ndarray]], init_state: list[torch.Tensor]) -> np.ndarray:
-    """Thread state through a PyTorch step (eager StreamStep or int8 GraphModule); concat outputs."""
-    state, ys = list(init_state), []
-    for sig in frames:
-        res = step_fn(*(torch.from_numpy(s) for s in sig), *state)
-        ys.append(res[0].numpy())
-        state = list(res[1:])
-    return np.concatenate(ys)
+from .targets.base import stack_frames
 
 
 @torch.no_grad()
@@ -69,11 +48,6 @@ def max_abs_diff(ref: np.ndarray, test: np.ndarray) -> float:
 def pesq_vs(ref: np.ndarray, test: np.ndarray, sample_rate: int) -> float | None:
     """Wide-band PESQ of ``test`` against ``ref`` (resampled to 16 kHz); None where PESQ is undefined
     (no utterance found, silent output, ``pesq`` not installed)."""
-    import math
-
-    from pocketvqe.audio import resample
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.metrics import pesq_wb
     try:
         ref16, test16 = (resample(np.asarray(x, np.float32), sample_rate, 16000) for x in (ref, test))
         value = pesq_wb(test16, ref16)
@@ -94,24 +68,8 @@ def rss_kb() -> tuple[int | None, int | None]:
     except OSError:
         pass
     if peak is None:
-        import resource
         peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     return now, peak
-
-
-def json_safe(obj):
-    """``obj`` with numpy scalars as Python numbers and non-finite floats as strings ("inf"), so the
-    JSON written is strict (identical outputs give an infinite SNR)."""
-    import math
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def speech_like(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
@@ -129,7 +87,4 @@ def speech_like(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
 def stacked_inputs(frames) -> dict[str, np.ndarray]:
     """Frames (per-frame input lists as :func:`frames_of` gives, or a mapping of stacked inputs) as
     the targets take them: {name: array of shape (n_frames, *input_shape)}."""
-    from collections.abc import Mapping
-
-    from .targets.base import stack_frames
     return dict(frames) if isinstance(frames, Mapping) else {f"in{k}": a for k, a in enumerate(stack_frames(frames))}

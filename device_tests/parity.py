@@ -1,17 +1,17 @@
 """Parity: a ``.pte`` run on a target over a whole clip (state threaded) vs its PyTorch references.
 
-The references run on the host: the float eager step (:class:`export.step.StreamStep` of the
+The references run on the host: the float eager step (:class:`models.step.StreamStep` of the
 checkpoint) and, for int8 programs, the PyTorch int8 reference (the converted GraphModule, or the
 ``.pt2`` it was saved as). Each row says how close the target's enhanced waveform is to each
 (SNR in dB, max abs difference, wide-band PESQ against the float output) and whether it meets the
 tolerances of the program's manifest.
 
 >>> refs = reference_outputs(frames, init, float_step=step, int8_step=gm)      # doctest: +SKIP
->>> row = run_parity("build/dvqe-s16-ptq.pte", frames, init, refs, target="qemu-arm64",
-...                  quant="ptq", tolerances={"snr_db_vs_int8_ref": 35.0})     # doctest: +SKIP
+>>> row = run_parity("build/dvqe-s16-int8.pte", frames, init, refs, target="qemu-arm64",
+...                  precision="int8", tolerances={"snr_db_vs_int8_ref": 35.0})     # doctest: +SKIP
 >>> row["snr_db_vs_float"], row["snr_db_vs_int8_ref"], row["pass"]           # doctest: +SKIP
 
-Int8 on ARM (DESIGN §6, §8): the same int8 program gives slightly different outputs on ARM and x86
+Int8 on ARM: the same int8 program gives slightly different outputs on ARM and x86
 XNNPACK kernels (rounding in the requantization and the fp32 sigmoid/tanh paths), while the PyTorch
 int8 reference follows the x86 numerics. On an ARM target an int8 program is therefore judged by
 :data:`ARM_INT8`: > 30 dB against the host run of the same program and > 30 dB against the int8
@@ -24,7 +24,7 @@ int8 grid each flip is a whole step of the output (and the recurrent state carri
 measures how large those flips are on this clip: a program cannot be expected to match a reference
 much better than it matches itself. Trained dvqe-s16 on the self-check clip: fp32 ~68 dB; int8 all-int8
 PTQ ~7 dB, ``net.dec.3`` fp32 ~19 dB, QAT ~23 dB, and its SNR vs the int8 reference sits at the same
-level in each case (README "Int8 fidelity").
+level in each case (docs/int8-fidelity.md).
 """
 from __future__ import annotations
 
@@ -36,20 +36,25 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.export.bundle import dithered
+from pocketvqe.models import Enhancer, ModelConfig
+from pocketvqe.models.checkpoint import load_checkpoint, read_checkpoint
+from pocketvqe.quant import load_quantized
+from pocketvqe.signals import dithered, run_step, snr_db
 
-from .measure import max_abs_diff, pesq_vs, run_reference, snr_db, stacked_inputs
+from .measure import max_abs_diff, pesq_vs, stacked_inputs
+from .targets import get_target
 
 ARM_INT8 = {"snr_db_vs_int8_ref": 30.0, "snr_db_vs_host": 30.0}
 METRIC_OF_VARIANT = {"fp32": "snr_db_vs_float", "int8": "snr_db_vs_int8_ref"}
 ARM_MACHINES = ("aarch64", "arm64", "armv8l", "armv7l")
 
 
-def variant_of(quant: str) -> str:
-    """``fp32`` for float programs, ``int8`` for ptq / qat / int8 ones."""
-    return "fp32" if str(quant).lower() in ("fp32", "none", "float") else "int8"
+def variant_of(precision: str) -> str:
+    """``fp32`` or ``int8`` (a program's ``precision``; ``ptq``/``qat`` name an int8 program's recipe)."""
+    return "fp32" if str(precision).lower() in ("fp32", "none", "float") else "int8"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,13 +82,13 @@ def program_entry(manifest: dict, pte_name: str) -> dict | None:
     return None
 
 
-def manifest_tolerances(manifest: dict, pte_name: str, quant: str) -> dict[str, float]:
+def manifest_tolerances(manifest: dict, pte_name: str, precision: str) -> dict[str, float]:
     """{metric: minimum dB} for one program. Reads the program's own entry, then the manifest-wide
-    table (keyed by quant mode or by variant); ``snr_db`` means "vs the variant's reference"."""
-    variant = variant_of(quant)
+    table (keyed by precision); ``snr_db`` means "vs the variant's reference"."""
+    variant = variant_of(precision)
     entry = program_entry(manifest, pte_name) or {}
     table = manifest.get("tolerances") or {}
-    keys = [quant, variant] + (["ptq", "int8"] if variant == "int8" else ["fp32", "none"])
+    keys = [variant]
     for tol in [entry.get("tolerances")] + [table.get(k) for k in keys]:
         if not isinstance(tol, dict):
             continue
@@ -92,7 +97,7 @@ def manifest_tolerances(manifest: dict, pte_name: str, quant: str) -> dict[str, 
             return out
         if isinstance(tol.get("snr_db"), (int, float)):
             return {METRIC_OF_VARIANT[variant]: float(tol["snr_db"])}
-    raise PocketVQEError(f"the manifest beside {pte_name} states no tolerance for it ({quant}): export the "
+    raise PocketVQEError(f"the manifest beside {pte_name} states no tolerance for it ({precision}): export the "
                          "program again (`pocketvqe export` writes the tolerances into manifest.json)")
 
 
@@ -101,12 +106,12 @@ def is_arm(target_name: str) -> bool:
     return target_name != "host" or platform.machine().lower() in ARM_MACHINES
 
 
-def target_tolerances(tolerances: Mapping[str, float], quant: str, target_name: str) -> tuple[dict, list[str]]:
+def target_tolerances(tolerances: Mapping[str, float], precision: str, target_name: str) -> tuple[dict, list[str]]:
     """The tolerances that apply on ``target_name`` and the notes that say why they changed."""
     tol, notes = dict(tolerances), []
-    if variant_of(quant) == "int8" and is_arm(target_name):
+    if variant_of(precision) == "int8" and is_arm(target_name):
         if "snr_db_vs_int8_ref" in tol and tol["snr_db_vs_int8_ref"] > ARM_INT8["snr_db_vs_int8_ref"]:
-            notes.append(f"ARM int8 kernels round differently from x86 (DESIGN §6): vs the int8 reference "
+            notes.append(f"ARM int8 kernels round differently from x86: vs the int8 reference "
                          f"> {ARM_INT8['snr_db_vs_int8_ref']:.0f} dB here instead of the manifest's "
                          f"{tol['snr_db_vs_int8_ref']:.0f} dB (a host bar)")
             tol["snr_db_vs_int8_ref"] = ARM_INT8["snr_db_vs_int8_ref"]
@@ -135,7 +140,6 @@ def judge(row: Mapping, tolerances: Mapping[str, float]) -> tuple[bool | None, l
 
 def _same_model(cfg_dict: dict, program_cfg, source: str) -> None:
     """Refuse a reference of another model (or of another version of the program's config)."""
-    from pocketvqe.models import ModelConfig
     other = cfg_dict.get("name") if isinstance(cfg_dict, dict) else None
     try:
         if ModelConfig.from_dict(cfg_dict) == program_cfg:         # JSON turns tuples into lists: compare configs
@@ -151,7 +155,6 @@ def _same_model(cfg_dict: dict, program_cfg, source: str) -> None:
 
 def load_float_reference(path: str | Path, program_cfg):
     """The float Enhancer of checkpoint ``path``, refused unless it is the program's model."""
-    from pocketvqe.models.checkpoint import load_checkpoint, read_checkpoint
     _same_model(read_checkpoint(path).get("config") or {}, program_cfg, str(path))
     enh, _ = load_checkpoint(path)
     return enh
@@ -160,23 +163,17 @@ def load_float_reference(path: str | Path, program_cfg):
 def load_int8_reference(path: str | Path, program_cfg):
     """(int8 step module, float Enhancer or None) of a quantized ``.pt2``, refused unless it is the
     program's model. The float model is rebuilt from the weights the file stores, when it has them."""
-    try:
-        from pocketvqe.quant import load_quantized
-    except ImportError:
-        raise PocketVQEError(f"this pocketvqe cannot read {path} (no pocketvqe.quant): judge the program "
-                             "against the float checkpoint only (--ref CKPT.pt)") from None
     ep, meta = load_quantized(path, with_float_weights=True)
     _same_model(meta.get("config") or {}, program_cfg, str(path))
     enh = None
     if meta.get("float_state_dict") is not None:
-        from pocketvqe.models import Enhancer
         enh = Enhancer(program_cfg)
         enh.load_state_dict(meta["float_state_dict"])
         enh = enh.eval()
     return ep.module(), enh
 
 
-def resolve_references(refs: Sequence[str], program_cfg, quant: str, manifest: dict,
+def resolve_references(refs: Sequence[str], program_cfg, precision: str, manifest: dict,
                        quant_info: dict | None = None) -> tuple[object, object | None, list[str]]:
     """(float Enhancer, int8 step module or None, notes) from ``--ref`` files (checkpoints ``.pt``,
     quantized ``.pt2``), falling back on the checkpoint the manifest names and, for int8 programs,
@@ -186,7 +183,7 @@ def resolve_references(refs: Sequence[str], program_cfg, quant: str, manifest: d
         p = Path(ref)
         if p.suffix == ".pt2":
             module, float_enh = load_int8_reference(p, program_cfg)
-            if variant_of(quant) == "int8":
+            if variant_of(precision) == "int8":
                 int8 = module
             else:
                 notes.append(f"{p.name} is an int8 reference but the program is fp32: only its float weights are used")
@@ -196,7 +193,7 @@ def resolve_references(refs: Sequence[str], program_cfg, quant: str, manifest: d
         else:
             raise PocketVQEError(f"--ref {ref}: give a checkpoint (.pt) or a quantized model (.pt2)")
     source = (quant_info or {}).get("source")
-    if int8 is None and variant_of(quant) == "int8" and source and Path(source).is_file():
+    if int8 is None and variant_of(precision) == "int8" and source and Path(source).is_file():
         module, float_enh = load_int8_reference(source, program_cfg)
         int8, enh = module, enh or float_enh
         notes.append(f"int8 reference: {source} (named by the program's metadata)")
@@ -217,17 +214,15 @@ def resolve_references(refs: Sequence[str], program_cfg, quant: str, manifest: d
 def reference_outputs(frames: Sequence[Sequence[np.ndarray]], init_state: Sequence, float_step,
                       int8_step=None) -> dict[str, np.ndarray]:
     """The references' enhanced waveforms on the host: ``float`` and, given ``int8_step``, ``int8_ref``."""
-    import torch
     init = [torch.as_tensor(np.asarray(s, np.float32)) for s in init_state]
-    out = {"float": run_reference(float_step, frames, init)}
+    out = {"float": run_step(float_step, frames, init)[0]}
     if int8_step is not None:
-        out["int8_ref"] = run_reference(int8_step, frames, init)
+        out["int8_ref"] = run_step(int8_step, frames, init)[0]
     return out
 
 
 def run_program(target, pte: str | Path, frames, init_state: Sequence) -> tuple[np.ndarray, object]:
     """(enhanced waveform, RunResult) of ``pte`` on ``target`` over ``frames``, state threaded."""
-    from .targets import get_target
     t = get_target(target) if isinstance(target, str) else target
     init = [np.ascontiguousarray(np.asarray(s, np.float32)) for s in init_state]
     res = t.run_frames(pte, stacked_inputs(frames), n_state=len(init), init_state=init)
@@ -253,7 +248,7 @@ def _compare(y: np.ndarray, ref: np.ndarray, suffix: str) -> dict:
 
 
 def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mapping[str, np.ndarray], *,
-               target="host", quant: str, tolerances: Mapping[str, float], sample_rate: int = 16000,
+               target="host", precision: str, tolerances: Mapping[str, float], sample_rate: int = 16000,
                host_output: np.ndarray | None = None, keep_output: bool = False, pesq: bool = True,
                floor: float | None | bool = True) -> dict:
     """Run ``pte`` on ``target`` over ``frames`` and compare with ``references`` (``float``, and
@@ -266,17 +261,16 @@ def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mappin
     ``floor``: True measures the program's sensitivity floor on the host (:func:`sensitivity_floor`),
     a number reuses one measured before, False skips it. It is reported, never judged: a failure at
     or below the floor gets a note saying so.
-    Returns a dict: target, program, quant, variant, frames, snr_db_vs_float, max_abs_diff,
+    Returns a dict: target, program, precision, variant, frames, snr_db_vs_float, max_abs_diff,
     snr_db_vs_int8_ref (int8), snr_db_vs_host (not host), pesq_vs_float, snr_db_floor, tolerances,
     pass, notes."""
-    from .targets import get_target
     if "float" not in references:
         raise PocketVQEError("parity needs the float reference output (references['float'])")
     t = get_target(target) if isinstance(target, str) else target
-    variant = variant_of(quant)
+    variant = variant_of(precision)
     t0 = time.perf_counter()
     y, res = run_program(t, pte, frames, init_state)
-    row = {"target": t.name, "program": Path(pte).name, "quant": quant, "variant": variant,
+    row = {"target": t.name, "program": Path(pte).name, "precision": precision, "variant": variant,
            "frames": int(res.n_frames), "seconds": round(len(y) / sample_rate, 3), "emulated": bool(res.emulated),
            "runtime": res.extra.get("runtime_version")}
     row.update(_compare(y, references["float"], "float"))
@@ -302,7 +296,7 @@ def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mappin
     row["snr_db_floor"] = None if floor is False or floor is None else float(floor)
     base = {k: v for k, v in tolerances.items()
             if not (k == "snr_db_vs_int8_ref" and references.get("int8_ref") is None)}
-    tol, tol_notes = target_tolerances(base, quant, t.name)
+    tol, tol_notes = target_tolerances(base, precision, t.name)
     row["tolerances"] = tol
     row["pass"], why = judge(row, tol) if tol else (None, ["no tolerance applies: not judged"])
     row["failures"] = [w for w in why if "<=" in w]

@@ -1,15 +1,17 @@
 """Where the step's time goes: each block of the streaming step exported alone, fp32 and int8, timed.
 
-ETDump needs a source-built runtime (DESIGN §5), so instead every block (STFT analysis, power-law
+ETDump needs a source-built runtime, so instead every block (STFT analysis, power-law
 compression, each far / mic encoder block, AlignBlock, GRU bottleneck, each decoder block, CCM,
 overlap-add synthesis) becomes its own one-method program, fed the inputs it saw while the whole step
 streamed a test signal, and timed with ``executorch.runtime`` on one thread. Also timed in the same run:
 the whole step (float eager, fp32 .pte, int8 .pte) and an empty program with as many inputs (the cost
 of one ``execute`` call from Python), and with the same state bytes packed into one tensor.
 
-int8: static int8 activations (min-max ranges from the test signal's frames) and weights, signal
-processing (STFT, compression, CCM) kept fp32 (``PTQConfig.float_dsp``), the whole network static
-(the build's recipe gives the mask block per-frame ranges; here every block is static).
+int8: the whole step is the program `pocketvqe build` ships (:func:`pocketvqe.quant.int8_reference`,
+the config's recipe). Each block alone is quantized with the recipe's quantizer choices (observer,
+per-channel weights, fp32 signal processing), calibrated on the first ``calib`` frames the block saw;
+the recipe's per-module choices (``keep_float``, ``dynamic``) name modules of the whole step, so a
+block program alone is all static int8.
 
     python -m pocketvqe.device_tests.profile_step --config dvqe-s16 [--iters 2000] [--json out.json]
 
@@ -23,15 +25,34 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from executorch.devtools.backend_debug import get_delegation_info
 from torch import nn
 from torch.utils import _pytree as pytree
+from tqdm import tqdm
 
+from pocketvqe.device_tests.targets.host import _threadpool
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.export import export_program
+from pocketvqe.export.lower import (
+    load_method,
+    lower,
+    rewrite_for_delegation,
+    to_buffer,
+    undelegated_compute_ops,
+)
+from pocketvqe.fileio import atomic_write_text
+from pocketvqe.kernels import apply_ccm
+from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models.checkpoint import load_checkpoint
+from pocketvqe.models.deepvqe import compress
+from pocketvqe.models.step import StreamStep, capture
+from pocketvqe.quant import PTQConfig, int8_reference, ptq_quantizer, quantize_static, recommended_ptq
 
 DSP_BLOCKS = ("stft_analysis", "compress_mic", "compress_far", "ccm", "synthesis")     # fp32 in int8 programs (float_dsp)
 
@@ -106,8 +127,6 @@ def _canonical(x: torch.Tensor) -> torch.Tensor:
 
 def collect_blocks(enh, frames: int, seed: int) -> dict[str, tuple[Callable, nn.Module | None, list[tuple]]]:
     """Stream ``frames`` hops through ``enh`` -> {block name: (fn, owner module, [args per hop])}."""
-    from pocketvqe.kernels import apply_ccm
-    from pocketvqe.models.deepvqe import compress
     cfg, net = enh.cfg, enh.net
     blocks: dict[str, tuple[Callable, nn.Module | None, list[tuple]]] = {}
 
@@ -154,24 +173,26 @@ def collect_blocks(enh, frames: int, seed: int) -> dict[str, tuple[Callable, nn.
     return {n: blocks[n] for n in order}
 
 
-def _lower_buffer(ep) -> tuple[bytes, dict]:
-    from executorch.devtools.backend_debug import get_delegation_info
-
-    from pocketvqe.export.lower import lower, rewrite_for_delegation, to_buffer, undelegated_compute_ops
-    edge = lower(rewrite_for_delegation(ep))
+def _info(edge) -> dict:
     info = get_delegation_info(edge.exported_program().graph_module)
     ops = {op: s.delegated for op, s in info.delegation_by_operator.items() if s.delegated}
-    return to_buffer(edge), {"nodes": info.num_delegated_nodes, "subgraphs": info.num_delegated_subgraphs,
-                             "undelegated": sorted(set(undelegated_compute_ops(edge))), "ops": ops}
+    return {"nodes": info.num_delegated_nodes, "subgraphs": info.num_delegated_subgraphs,
+            "undelegated": sorted(set(undelegated_compute_ops(edge))), "ops": ops}
 
 
-def build_program(module: nn.Module, calib: Sequence[tuple], quant: str, float_ops: bool) -> tuple[bytes, dict]:
+def _lower_buffer(ep) -> tuple[bytes, dict]:
+
+    edge = lower(rewrite_for_delegation(ep))
+    return to_buffer(edge), _info(edge)
+
+
+def build_program(module: nn.Module, calib: Sequence[tuple], quant: str, float_ops: bool, recipe: PTQConfig
+                  ) -> tuple[bytes, dict]:
     """Export ``module`` (fp32, or int8 PTQ calibrated on ``calib`` unless ``float_ops``) -> (.pte bytes, info)."""
-    from pocketvqe.export.lower import export_model, quantize_pt2e_static
-    ep = export_model(module, calib[0])
-    if quant == "int8" and not float_ops:
-        gm = quantize_pt2e_static(ep, calib)
-        ep = export_model(gm, calib[0])
+    ep = capture(module, calib[0])
+    if quant == "int8" and not float_ops:       # the recipe's choices; module names (keep_float, dynamic) are the step's
+        gm = quantize_static(ep, calib, ptq_quantizer(recipe, (), ()))
+        ep = capture(gm, calib[0])
     return _lower_buffer(ep)
 
 
@@ -203,8 +224,6 @@ class _Identity(nn.Module):
 
 
 def _enhancer(cfg: ProfileConfig):
-    from pocketvqe.models import Enhancer, get_config
-    from pocketvqe.models.checkpoint import load_checkpoint
     if cfg.ckpt:
         return load_checkpoint(cfg.ckpt, expect=cfg.config)[0]
     torch.manual_seed(cfg.seed)
@@ -219,9 +238,6 @@ def _enhancer(cfg: ProfileConfig):
 
 def _step_rows(enh, cfg: ProfileConfig, bar) -> list[dict]:
     """The whole step: float eager, fp32 .pte, int8 .pte (build's PTQ recipe), an empty program."""
-    from pocketvqe.export.lower import export_model, load_method, quantize_pt2e_static
-    from pocketvqe.export.step import StreamStep
-    from pocketvqe.quant.xnnpack import xnnpack_quantizer
     step = StreamStep(enh).eval()
     mic, far = speech_echo_signal(cfg.frames * enh.cfg.hop, cfg.seed)
     hop, calib, state = enh.cfg.hop, [], step.init_state()
@@ -238,23 +254,20 @@ def _step_rows(enh, cfg: ProfileConfig, bar) -> list[dict]:
         rows.append({"block": "STEP float-eager", "quant": "fp32", "nodes": None,
                      "us": time_method(_Eager(step), inputs, max(cfg.iters // 4, 10), cfg.warmup // 4)})
     bar.update(1)
-    for quant in cfg.quant:
-        e = export_model(step, step.example_inputs())        # lowering consumes the program: one each
-        if quant == "int8":
-            gm = quantize_pt2e_static(e, calib[:cfg.calib], quantizer=xnnpack_quantizer(float_dsp=True))
-            e = export_model(gm, step.example_inputs())
-        buf, info = _lower_buffer(e)
+    for quant in cfg.quant:        # the programs `pocketvqe build` ships: the same export of the same int8 reference
+        prog = export_program(enh, int8_reference(enh) if quant == "int8" else None)
+        buf, info = prog.buffer, _info(lower(rewrite_for_delegation(capture(prog.reference, step.example_inputs()))))
         rows.append({"block": f"STEP {quant}-pte", "quant": quant, **info,
                      "us": time_method(load_method(buf), inputs, cfg.iters, cfg.warmup)})
         bar.update(1)
     ident = _Identity()
-    buf, info = _lower_buffer(export_model(ident, [torch.zeros_like(x) for x in inputs]))
+    buf, info = _lower_buffer(capture(ident, [torch.zeros_like(x) for x in inputs]))
     rows.append({"block": f"empty program, {len(inputs)} inputs", "quant": "fp32", **info,
                  "us": time_method(load_method(buf), inputs, cfg.iters, cfg.warmup)})
     bar.update(1)
     n_sig = len(inputs) - len(step.state_names)          # the same bytes, the state packed in one tensor
     packed = inputs[:n_sig] + [torch.cat([x.reshape(-1) for x in inputs[n_sig:]])]
-    buf, info = _lower_buffer(export_model(ident, [torch.zeros_like(x) for x in packed]))
+    buf, info = _lower_buffer(capture(ident, [torch.zeros_like(x) for x in packed]))
     rows.append({"block": f"empty program, state packed ({len(packed)} inputs)", "quant": "fp32", **info,
                  "us": time_method(load_method(buf), packed, cfg.iters, cfg.warmup)})
     bar.update(1)
@@ -263,10 +276,7 @@ def _step_rows(enh, cfg: ProfileConfig, bar) -> list[dict]:
 
 def profile(cfg: ProfileConfig) -> list[dict]:
     """Per-block rows ``{block, quant, nodes, subgraphs, ops, us (array)}``, then the whole-step rows."""
-    from tqdm import tqdm
 
-    from pocketvqe.device_tests.targets.host import _threadpool
-    from pocketvqe.export.lower import load_method
     torch.set_num_threads(1)
     enh = _enhancer(cfg)
     blocks = collect_blocks(enh, cfg.frames, cfg.seed) if cfg.per_block else {}
@@ -275,6 +285,7 @@ def profile(cfg: ProfileConfig) -> list[dict]:
         if unknown:
             raise PocketVQEError(f"unknown blocks {sorted(unknown)}: choose from {', '.join(blocks)}")
         blocks = {k: v for k, v in blocks.items() if k in cfg.blocks}
+    recipe = recommended_ptq(cfg.config)
     rows = []
     n_steps = len(blocks) * len(cfg.quant) + (3 + len(cfg.quant) if cfg.whole else 0)
     with _threadpool(1), tqdm(total=n_steps, desc="profile", unit="program", file=sys.stderr) as bar:
@@ -283,7 +294,7 @@ def profile(cfg: ProfileConfig) -> list[dict]:
             calib = [tuple(module.flatten(a)) for a in args]
             for quant in cfg.quant:
                 bar.set_postfix_str(f"{name} {quant}")
-                buf, info = build_program(module, calib[:cfg.calib], quant, name in DSP_BLOCKS)
+                buf, info = build_program(module, calib[:cfg.calib], quant, name in DSP_BLOCKS, recipe)
                 us = time_method(load_method(buf), list(calib[-1]), cfg.iters, cfg.warmup)
                 rows.append({"block": name, "quant": quant, **info, "us": us})
                 bar.update(1)
@@ -331,7 +342,6 @@ def to_json(rows: list[dict]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
     warnings.filterwarnings("ignore", category=FutureWarning)
     p = argparse.ArgumentParser(prog="python -m pocketvqe.device_tests.profile_step", description=__doc__.split("\n")[0])
     p.add_argument("--config", default="dvqe-s16")
@@ -360,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
             if r.get("ops"):
                 print(f"{r['block']} {r['quant']}: {dict(sorted(r['ops'].items(), key=lambda kv: -kv[1]))}")
     if a.json:
-        from pocketvqe.fileio import atomic_write_text
         atomic_write_text(a.json, json.dumps({"config": dataclasses.asdict(cfg), "rows": to_json(rows)}, indent=2) + "\n")
     return 0
 

@@ -18,10 +18,20 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from executorch.devtools import BundledProgram
+from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
+from executorch.devtools.bundled_program.schema import bundled_program_schema as bp_schema
+from executorch.devtools.bundled_program.serialize import (
+    deserialize_from_flatbuffer_to_bundled_program,
+    serialize_from_bundled_program_to_flatbuffer,
+)
+from executorch.extension.pybindings.portable_lib import _load_bundled_program_from_buffer
 
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.models.step import EnrollFinish, enroll_pcm
+from pocketvqe.signals import dithered, run_step, snr_db
 
-from .enroll import EnrollFinish
+from .lower import load_method
 
 
 def _forward_cases(prog, frames: Sequence[Sequence[torch.Tensor]], k: int, warmup: int):
@@ -65,9 +75,6 @@ def test_cases(prog, frames: Sequence[Sequence[torch.Tensor]], k: int = 8, warmu
 
 def make_bundle(prog, frames: Sequence[Sequence[torch.Tensor]], k: int = 8, warmup: int = 50) -> bytes:
     """Serialized BundledProgram (.bpte) of ``prog`` with ``k`` forward cases (and enrollment cases)."""
-    from executorch.devtools import BundledProgram
-    from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
-    from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
     if prog.et_program is None:
         raise PocketVQEError(f"{prog.name}: bundling needs the ExecuTorch program manager (export_program keeps it)")
     suites = [MethodTestSuite(name, [MethodTestCase(inputs=list(i), expected_outputs=list(o)) for i, o in cases])
@@ -90,7 +97,7 @@ def bundle_tolerances(prog, bpte: bytes | None = None) -> dict:
     if "enroll" in tol:
         e = tol["enroll"]
         out["enroll_step"] = out["enroll_finish"] = (e["bundle_rtol"], e["bundle_atol"])
-    if bpte is not None and prog.quant != "fp32":
+    if bpte is not None and prog.precision == "int8":
         suites = _suites(bpte)
         for method in ("forward", "enroll_step"):
             if method in out:
@@ -102,7 +109,6 @@ def bundle_tolerances(prog, bpte: bytes | None = None) -> dict:
 
 
 def _suites(buffer: bytes) -> dict:
-    from executorch.devtools.bundled_program.serialize import deserialize_from_flatbuffer_to_bundled_program
     try:
         bp = deserialize_from_flatbuffer_to_bundled_program(buffer)
     except Exception as exc:                      # flatbuffers raises assorted errors on garbage
@@ -116,7 +122,6 @@ def verify_bundle(buffer: bytes, tolerances: dict[str, tuple[float, float]]) -> 
 
     Returns ``{method: {"cases": n, "rtol": r, "atol": a, "max_abs_err": e}}``; raises PocketVQEError
     naming the method and case that misses its tolerance."""
-    from executorch.extension.pybindings.portable_lib import _load_bundled_program_from_buffer
     suites = _suites(buffer)
     try:
         bundle = _load_bundled_program_from_buffer(buffer)
@@ -139,7 +144,6 @@ def verify_bundle(buffer: bytes, tolerances: dict[str, tuple[float, float]]) -> 
 
 def _max_err(case, got) -> float:
     """Largest |runtime - expected| over the float outputs of one bundled case."""
-    from executorch.devtools.bundled_program.schema import bundled_program_schema as bp_schema
     errs = [0.0]
     for want, have in zip(case.expected_outputs, got):
         if not isinstance(want.val, bp_schema.Tensor) or not isinstance(have, torch.Tensor):
@@ -149,109 +153,25 @@ def _max_err(case, got) -> float:
     return max(errs)
 
 
-def real_clip(enhancer, data=None, seed: int = 1, split: str = "test", index: int = 0, seconds: float = 4.0):
-    """One simulated clip (``split``; noisy speech, or double talk for a model with a far end; with
-    enrollment audio of the clip's speaker for personalized models): a ``Mixture``."""
-    from pocketvqe.data import SimConfig, Simulator, default_root, prepare_corpus
-    cfg = enhancer.cfg
-    root = default_root() if data is None else data
-    from pathlib import Path
-    if not (Path(root) / "manifest.json").exists():
-        root = prepare_corpus(root, quick=data is None, progress=False)
-        root = root.parent if root.name == "manifest.json" else root
-    sim = Simulator(root, split=split, seed=seed,
-                    config=SimConfig(clip_seconds=float(seconds), personalized=cfg.personalized))
-    return sim.make(index, scenario="double_talk" if cfg.has_far else "noise")
-
-
-def real_clip_frames(enhancer, data=None, seed: int = 1, split: str = "test", index: int = 0,
-                     seconds: float = 4.0) -> list[tuple[torch.Tensor, ...]]:
-    """Per-hop step signals of :func:`real_clip` (the float model's enrollment of the clip's speaker
-    for personalized models)."""
-    cfg = enhancer.cfg
-    m = real_clip(enhancer, data, seed, split, index, seconds)
-    return clip_frames(enhancer, m.mic, m.far if cfg.has_far else None,
-                       m.enroll if cfg.personalized else None)
-
-
-def clip_frames(enhancer, mic, far=None, enroll=None) -> list[tuple[torch.Tensor, ...]]:
-    """Whole signals (model rate) -> per-hop step signal tuples (speaker: float enrollment of ``enroll``;
-    a model with a far end gets a silent one when ``far`` is None)."""
-    cfg, hop = enhancer.cfg, enhancer.cfg.hop
-    if cfg.has_far and far is None:
-        far = np.zeros(len(mic), np.float32)
-    spk = enhancer.enroll(enroll).float().reshape(-1) if cfg.personalized else None
-    frames = []
-    for t in range(len(mic) // hop):
-        sig = [torch.from_numpy(np.asarray(mic[t * hop:(t + 1) * hop], np.float32).copy())]
-        if cfg.has_far:
-            sig.append(torch.from_numpy(np.asarray(far[t * hop:(t + 1) * hop], np.float32).copy()))
-        if spk is not None:
-            sig.append(spk)
-        frames.append(tuple(sig))
-    return frames
-
-
-def stream(fn, frames, state) -> np.ndarray:
-    """Thread ``state`` through a step callable over ``frames``; the enhanced hops concatenated."""
-    ys = []
-    with torch.no_grad():
-        for sig in frames:
-            res = fn(*sig, *state)
-            ys.append(np.asarray(res[0]).reshape(-1))
-            state = list(res[1:])
-    return np.concatenate(ys)
-
-
-def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
-    noise = float(np.sum((ref - test) ** 2))
-    return float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref ** 2) / noise))
-
-
-def dithered(frames, lsb: float = 1.0, seed: int = 0) -> list[list]:
-    """``frames`` with +-``lsb`` 16-bit steps of random sign added to the mic (each frame's first
-    input; numpy arrays or tensors, as given): a change no one hears (-96 dBFS for 1 LSB) that still
-    flips some of an int8 program's roundings. The frames given are not modified."""
-    rng = np.random.default_rng(seed)
-    step = np.array([-lsb / 32768.0, lsb / 32768.0], np.float32)
-    out = []
-    for sig in frames:
-        mic = np.asarray(sig[0], np.float32)
-        new = (mic + rng.choice(step, size=mic.shape)).astype(np.float32)
-        out.append([torch.from_numpy(new) if isinstance(sig[0], torch.Tensor) else new, *sig[1:]])
-    return out
-
-
 def program_fidelity(prog, frames) -> dict[str, float]:
     """The program (ExecuTorch runtime) over ``frames``: ``snr_db_vs_reference``, SNR (dB) against its
     PyTorch reference, and ``snr_db_floor``, SNR of its run with +-1 LSB mic dither against its own
     undithered run (its sensitivity floor, see ``device_tests.parity``)."""
-    from .lower import load_method
     method = load_method(prog.buffer)
     run = lambda *a: method.execute(a)  # noqa: E731
-    got = stream(run, frames, prog.step.init_state())
-    want = stream(prog.reference, frames, prog.step.init_state())
+    got, _ = run_step(run, frames, prog.step.init_state())
+    want, _ = run_step(prog.reference, frames, prog.step.init_state())
     return {"snr_db_vs_reference": snr_db(want, got),
-            "snr_db_floor": snr_db(got, stream(run, dithered(frames), prog.step.init_state()))}
+            "snr_db_floor": snr_db(got, run_step(run, dithered(frames), prog.step.init_state())[0])}
 
 
-def enroll_fidelity(prog, enroll_pcm) -> float:
+def enroll_fidelity(prog, pcm) -> float:
     """Cosine between the speaker embedding the program's own ``enroll_step``/``enroll_finish`` compute
     from ``enroll_pcm`` (model rate, ExecuTorch runtime) and the float checkpoint's (``Enhancer.enroll``):
     what a phone enrolling on the device gets, against the embedding the model was trained with."""
-    from .enroll import enroll_pcm as run_enroll
-    from .lower import load_method
     if prog.enroll is None:
         raise PocketVQEError(f"{prog.name} has no enrollment methods")
     step, finish = load_method(prog.buffer, "enroll_step"), load_method(prog.buffer, "enroll_finish")
-    got = run_enroll(prog.enroll, lambda *a: step.execute(a), lambda *a: finish.execute(a)[0], enroll_pcm)
-    want = prog.step.enhancer.enroll(np.asarray(enroll_pcm, np.float32)).reshape(-1)
+    got = enroll_pcm(prog.enroll, lambda *a: step.execute(a), lambda *a: finish.execute(a)[0], pcm)
+    want = prog.step.enhancer.enroll(np.asarray(pcm, np.float32)).reshape(-1)
     return float(torch.nn.functional.cosine_similarity(want.double(), got.double(), dim=0))
-
-
-def enroll_checks(prog, enroll_pcm) -> dict:
-    """The manifest's enrollment check of a personalized program: ``enroll_cosine_vs_checkpoint``
-    (:func:`enroll_fidelity`, 5 decimals) and ``enroll_cosine_required`` (the variant's tolerance)."""
-    return {"enroll_cosine_vs_checkpoint": round(enroll_fidelity(prog, enroll_pcm), 5),
-            "enroll_cosine_required": prog.tolerances["enroll"]["cosine_vs_checkpoint"]}

@@ -1,28 +1,32 @@
-"""Small steps from an eager module to an ExecuTorch program: export_model -> quantize -> lower -> save.
+"""Lowering a captured step (float, or the int8 reference ``quant`` made) to an ExecuTorch program.
 
->>> ep = export_model(step, step.example_inputs())
->>> qm = quantize_pt2e_static(ep, calibration_batches)          # int8 reference GraphModule
->>> prog = lower(torch.export.export(qm, step.example_inputs()))
->>> save(prog, "dvqe-s16-int8.pte")
+Quantization is not a lowering flag: the int8 GraphModule comes from :mod:`pocketvqe.quant`, and
+this module only partitions to XNNPACK, emits and loads.
+
+>>> edge = lower({"forward": rewrite_for_delegation(capture(step, step.example_inputs()))})
+>>> buffer = to_buffer(edge)                                    # the .pte bytes
+>>> y, *state = load_method(buffer).execute(step.example_inputs())
 """
 from __future__ import annotations
 
-import logging
 import os
-from typing import Iterable, Sequence
 
 import torch
+from executorch.backends.xnnpack._passes import channels_last_tagged_reshape_pass as _nhwc
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.backends.xnnpack.utils.quant_utils import is_dynamic_qdq
+from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+from executorch.exir.dialects._ops import ops as exir_ops
+from executorch.exir.operator.util import _QUANT_PRIMITIVES
+from executorch.exir.passes import MemoryPlanningPass
+from executorch.exir.passes import constant_prop_pass as cp
+from executorch.runtime import Runtime
 
 from pocketvqe.fileio import atomic_write_bytes
+from pocketvqe.quiet import quiet_libraries
 
 COMPUTE_OPS = ("convolution", "linear", "addmm", "mm", "bmm", "matmul", "mul", "add", "sub", "sigmoid",
                "tanh", "exp", "log", "softmax", "clamp", "rsqrt", "div", "cat")
-_QUIET = ["executorch", "torchao", "torch._export", "torch.export"]
-
-
-def _quiet():
-    for name in _QUIET:
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _fix_dynamic_nhwc() -> None:
@@ -35,9 +39,7 @@ def _fix_dynamic_nhwc() -> None:
     network to an encoder's state ``cat``, rewires it, and the program fails to load ("Failed to create
     cat2 node ... xnn_status_invalid_parameter"). Here the copy goes right after ``x`` and only this
     input's quantization chain (choose_qparams and quantize) reads it."""
-    from executorch.backends.xnnpack._passes import channels_last_tagged_reshape_pass as mod
-    from executorch.backends.xnnpack.utils.quant_utils import is_dynamic_qdq
-    from executorch.exir.dialects._ops import ops as exir_ops
+    mod = _nhwc
     P = mod.ChannelsLastTaggedReshapePass
     if getattr(P.input_to_nhwc, "_pocketvqe_fixed", False):
         return
@@ -65,13 +67,6 @@ def _fix_dynamic_nhwc() -> None:
     P.input_to_nhwc = input_to_nhwc
 
 
-def export_model(module: torch.nn.Module, example_inputs: Sequence[torch.Tensor]) -> torch.export.ExportedProgram:
-    """torch.export with gradients off (to_executorch fails on in-place state copies otherwise)."""
-    _quiet()
-    with torch.no_grad():
-        return torch.export.export(module, tuple(example_inputs), strict=False)
-
-
 def rewrite_for_delegation(ep: torch.export.ExportedProgram, fold_constants: bool = False) -> torch.export.ExportedProgram:
     """Rewrite ops XNNPACK does not take into equivalent ones it does (in place, returns ``ep``):
     ``unsqueeze`` -> ``view`` (a reshape), ``zeros_like(x)`` -> ``x * 0``; with ``fold_constants``,
@@ -91,29 +86,8 @@ def rewrite_for_delegation(ep: torch.export.ExportedProgram, fold_constants: boo
     if changed:
         ep.graph_module.recompile()
     if fold_constants:
-        from executorch.exir.operator.util import _QUANT_PRIMITIVES
-        from executorch.exir.passes import constant_prop_pass as cp
         ep = cp.constant_prop_pass(ep, custom_skip_targets=cp._DEFAULT_SKIP_TARGETS | set(_QUANT_PRIMITIVES))
     return ep
-
-
-def quantize_pt2e_static(ep: torch.export.ExportedProgram, calibration: Iterable[Sequence[torch.Tensor]],
-                         quantizer=None) -> torch.fx.GraphModule:
-    """PT2E post-training quantization: prepare, run ``calibration`` input tuples, convert.
-
-    ``convert_pt2e`` runs without its QAT conv-BN folding pass: after PTQ there is nothing to fold
-    (``prepare_pt2e`` folded the conv-BN pairs) but it traces ~100 pattern graphs (~30 s)."""
-    from unittest import mock
-
-    from torchao.quantization.pt2e import quantize_pt2e as qp
-
-    from pocketvqe.quant.xnnpack import xnnpack_quantizer
-    prepared = qp.prepare_pt2e(ep.module(), quantizer or xnnpack_quantizer())
-    with torch.no_grad():
-        for inputs in calibration:
-            prepared(*inputs)
-    with mock.patch.object(qp, "_fold_conv_bn_qat", lambda m: m):
-        return qp.convert_pt2e(prepared)
 
 
 def lower(ep: torch.export.ExportedProgram | dict[str, torch.export.ExportedProgram],
@@ -122,9 +96,7 @@ def lower(ep: torch.export.ExportedProgram | dict[str, torch.export.ExportedProg
 
     ``ep`` may be a dict ``{method name: ExportedProgram}`` (a multi-method program); with
     ``etrecord`` the manager records what ``to_executorch().get_etrecord()`` returns."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    _quiet()
+    quiet_libraries()
     _fix_dynamic_nhwc()
     return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], constant_methods=constant_methods,
                                        generate_etrecord=etrecord)
@@ -153,8 +125,6 @@ def backend_config():
     the step's ~170k floats of explicit state that copy was ~90 us of a ~300-400 us call (dvqe-s16,
     host). Every runner sets the inputs anyway (the Python runtime passes its tensors, ExecuTorch's
     ``executor_runner`` allocates buffers for inputs that are not planned); outputs stay planned."""
-    from executorch.exir import ExecutorchBackendConfig
-    from executorch.exir.passes import MemoryPlanningPass
     return ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False))
 
 
@@ -177,7 +147,6 @@ class LoadedMethod:
     a program given as bytes, so they must outlive the method (else: use-after-free)."""
 
     def __init__(self, buffer_or_path, method: str = "forward"):
-        from executorch.runtime import Runtime
         self._source = bytes(buffer_or_path) if isinstance(buffer_or_path, (bytes, bytearray)) else str(buffer_or_path)
         self.program = Runtime.get().load_program(self._source)
         self.method = self.program.load_method(method)

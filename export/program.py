@@ -1,17 +1,17 @@
-"""Device programs: StreamStep (+ enrollment methods) -> fp32 / int8 PTQ / int8 from a .pt2 -> XNNPACK -> .pte.
+"""Device programs: a float model, or its int8 reference from :mod:`pocketvqe.quant`, lowered to XNNPACK.
 
-A program holds the methods ``forward`` (the step, :mod:`export.step`), for personalized configs with
-the internal embedding ``enroll_step`` / ``enroll_finish`` (:mod:`export.enroll`; int8 in int8 programs,
-sharing ``forward``'s int8 weights), and
-constant methods with its description (:func:`metadata`; read back by :mod:`export.runner`).
+As ExecuTorch's ``aot_compiler``: quantize first (``quant.int8_reference``), then lower. A program
+holds the methods ``forward`` (the step, :class:`models.step.StreamStep`), for personalized configs
+with the internal embedding ``enroll_step`` / ``enroll_finish`` (:class:`models.step.EnrollStep`;
+int8 in int8 programs, sharing ``forward``'s int8 weights), and constant methods with its
+description (:func:`metadata`; read back by :mod:`export.runner`).
 
-Quant modes (``quant=``): ``fp32`` (alias ``none``); ``ptq`` (alias ``int8``): int8 post-training
-quantization calibrated on ``calibration`` frames or, without them, on simulated clips
-(``ptq_config``); ``qat`` with ``quantized=PATH.pt2`` or the path itself: a model already quantized
-(``pocketvqe quantize`` / QAT), whose mode the file names.
+One vocabulary: ``precision`` is ``fp32`` or ``int8``; an int8 program's ``recipe`` is ``ptq`` or
+``qat`` (how its reference was made). Files are ``<model>-<precision>.pte``.
 
->>> prog = export_program(enhancer, quant="ptq", calibration=frames)   # frames: [(mic[hop], far[hop]), ...]
->>> paths = write_program(prog, "build/")                             # build/dvqe-s16-ptq.pte
+>>> prog = export_program(enhancer)                                   # fp32
+>>> prog = export_program(enhancer, int8_reference(enhancer))         # int8, the config's recipe
+>>> path = write_program(prog, "build/")                              # build/dvqe-s16-int8.pte
 """
 from __future__ import annotations
 
@@ -23,27 +23,26 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from executorch.devtools.backend_debug import get_delegation_info
 
 from pocketvqe import __version__
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.fileio import atomic_write_text
-from pocketvqe.models import Enhancer, ModelConfig
+from pocketvqe.fileio import atomic_path, write_json
+from pocketvqe.models import Enhancer
 from pocketvqe.models.checkpoint import versions
+from pocketvqe.models.step import EnrollFinish, EnrollStep, StreamStep, capture, supports_device_enrollment
+from pocketvqe.quant import Int8Reference
 
-from .enroll import EnrollFinish, EnrollStep, quantize_enroll, supports_device_enrollment
-from .lower import export_model, lower, rewrite_for_delegation, quantize_pt2e_static, save, to_executorch, undelegated_compute_ops
-from .step import StreamStep
+from .lower import lower, rewrite_for_delegation, save, to_executorch, undelegated_compute_ops
 
-FORMAT = "pocketvqe-pte-1"           # bump when the program's inputs, outputs or metadata change meaning
-QUANT_MODES = ("fp32", "ptq", "qat")
-QUANT_ALIASES = {"fp32": "fp32", "none": "fp32", "ptq": "ptq", "int8": "ptq", "qat": "qat"}
-# What each variant must meet. snr_db: the program's enhanced waveform vs its PyTorch reference
+FORMAT = "pocketvqe-pte-2"           # bump when the program's inputs, outputs or metadata change meaning
+PRECISIONS = ("fp32", "int8")
+# What each precision must meet. snr_db: the program's enhanced waveform vs its PyTorch reference
 # (float step / converted int8 GraphModule) over a real clip; bundle_rtol/atol: per frame, every output
 # (enhanced hop and state) of the bundled self-check, each frame fed the reference's own state.
 TOLERANCES = {
     "fp32": {"reference": "float eager step", "snr_db": 70.0, "bundle_rtol": 1e-3, "bundle_atol": 1e-4},
-    "ptq": {"reference": "converted int8 GraphModule", "snr_db": 35.0, "bundle_rtol": 0.05, "bundle_atol": 0.25},
-    "qat": {"reference": "converted int8 GraphModule", "snr_db": 35.0, "bundle_rtol": 0.05, "bundle_atol": 0.25},
+    "int8": {"reference": "converted int8 GraphModule", "snr_db": 35.0, "bundle_rtol": 0.05, "bundle_atol": 0.25},
 }
 # Enrollment: the program's embedding vs the float checkpoint's (Enhancer.enroll), and the bundle's
 # per-case tolerances of enroll_step / enroll_finish against their reference (fp32 or int8 EnrollStep).
@@ -55,8 +54,9 @@ ENROLL_TOLERANCES = {
 
 @dataclass
 class Program:
-    name: str                      # <model>-<quant>, e.g. dvqe-s16-ptq
-    quant: str                     # fp32 | ptq | qat
+    name: str                      # <model>-<precision>, e.g. dvqe-s16-int8
+    precision: str                 # fp32 | int8
+    recipe: str | None             # int8: ptq | qat (how the reference was made); fp32: None
     buffer: bytes                  # the .pte
     step: StreamStep               # the float step (its state names/shapes are the program's)
     reference: torch.nn.Module     # what the program must equal: eager step (fp32) or int8 GraphModule
@@ -70,9 +70,9 @@ class Program:
 
     @property
     def tolerances(self) -> dict:
-        tol = dict(TOLERANCES[self.quant])
+        tol = dict(TOLERANCES[self.precision])
         if self.enroll is not None:
-            tol["enroll"] = ENROLL_TOLERANCES["fp32" if self.quant == "fp32" else "int8"]
+            tol["enroll"] = ENROLL_TOLERANCES[self.precision]
         return tol
 
     @property
@@ -80,93 +80,14 @@ class Program:
         return ["forward"] + (["enroll_step", "enroll_finish"] if self.enroll is not None else [])
 
 
-def resolve_quant(quant: str | Path, quantized: str | Path | None = None) -> tuple[str, Path | None]:
-    """``quant`` (mode, alias or a .pt2 path) -> (mode, .pt2 path or None)."""
-    text = str(quant)
-    if text.endswith(".pt2"):
-        return "qat", Path(text)
-    mode = QUANT_ALIASES.get(text.lower())
-    if mode is None:
-        raise PocketVQEError(f"unknown quant mode {text!r}: choose none (fp32), ptq (int8 post-training), "
-                             "qat, or give a quantized model file PATH.pt2")
-    if mode == "qat":
-        if quantized is None:
-            raise PocketVQEError("--quant qat needs the quantized model: give its file instead, --quant PATH.pt2 "
-                                 "(made by `pocketvqe quantize` or QAT)")
-        return mode, Path(quantized)
-    return mode, None
-
-
-def calibration_inputs(step: StreamStep, frames: Sequence[Sequence[torch.Tensor]]) -> list[tuple]:
-    """Thread the float state through ``frames`` so calibration sees the real streamed states."""
-    out, state = [], step.init_state()
-    with torch.no_grad():
-        for sig in frames:
-            out.append((*sig, *state))
-            state = list(step(*sig, *state)[1:])
-    return out
-
-
-def _quant_api():
-    """The quant package's API (PTQConfig, quantize, calibration_frames, load_quantized), or None."""
-    try:
-        from pocketvqe.quant import PTQConfig, calibration_frames, load_quantized, quantize
-    except ImportError:
-        return None
-    return {"PTQConfig": PTQConfig, "quantize": quantize, "calibration_frames": calibration_frames,
-            "load_quantized": load_quantized}
-
-
-def _load_quantized(path: Path):
-    api = _quant_api()
-    if api is not None:
-        return api["load_quantized"](path)
-    try:
-        from pocketvqe.quant.artifact import load_quantized
-    except ImportError:
-        raise PocketVQEError("this pocketvqe has no quantized-model reader (pocketvqe.quant): export with "
-                             "--quant ptq instead") from None
-    return load_quantized(path)
-
-
-def _ptq_reference(enhancer: Enhancer, step: StreamStep, ep, calibration, ptq_config, progress: bool):
-    """int8 PTQ -> (converted GraphModule, description for the metadata)."""
-    api = _quant_api()
-    if api is not None:
-        config = ptq_config if ptq_config is not None else api["PTQConfig"]()
-        gm = api["quantize"](enhancer, config, calibration, progress=progress)
-        return gm, {"mode": "ptq", **{k: v for k, v in gm.meta.get("pocketvqe_quant", {}).items() if k != "mode"}}
-    if not calibration:
-        raise PocketVQEError("int8 export needs calibration audio: give real clips (none were given)")
-    gm = quantize_pt2e_static(ep, calibration_inputs(step, calibration))
-    return gm, {"mode": "ptq", "calibration": {"frames": len(calibration)}}
-
-
-def _pt2_reference(enhancer: Enhancer, path: Path):
-    """A quantized .pt2 of the same model -> (GraphModule, description)."""
-    qep, meta = _load_quantized(path)
-    cfg = meta.get("config")
-    try:
-        same = isinstance(cfg, dict) and ModelConfig.from_dict(cfg) == enhancer.cfg    # JSON lists vs tuples
-    except PocketVQEError:
-        same = False
-    if not same:
-        other = cfg.get("name") if isinstance(cfg, dict) else None
-        raise PocketVQEError(f"{path} quantizes {other or 'another model'!r}, not the checkpoint's "
-                             f"{enhancer.cfg.name!r} (or another version of its config): give the .pt2 made "
-                             "from this checkpoint")
-    quant = meta.get("quant") if isinstance(meta.get("quant"), dict) else {}
-    mode = quant.get("mode") if quant.get("mode") in ("ptq", "qat") else "qat"
-    return qep.module(), {"mode": mode, "source": str(path), **{k: v for k, v in quant.items() if k != "mode"}}
-
-
-def metadata(step: StreamStep, quant: str, enroll: EnrollStep | None = None, quant_info: dict | None = None) -> dict:
+def metadata(step: StreamStep, precision: str, recipe: str | None = None, enroll: EnrollStep | None = None,
+             quant_info: dict | None = None) -> dict:
     """The program's constant methods (names -> int/float/str; JSON strings for structures)."""
     cfg = step.cfg
     methods = ["forward"] + (["enroll_step", "enroll_finish"] if enroll is not None else [])
     return {
         "format_version": FORMAT, "pocketvqe_version": __version__,
-        "model_name": cfg.name, "quant_mode": quant,
+        "model_name": cfg.name, "precision": precision, "recipe": recipe or "",
         "sample_rate": cfg.sample_rate, "hop": cfg.hop, "n_fft": cfg.n_fft,
         "algorithmic_delay_samples": cfg.algorithmic_latency_samples,
         "speaker_dim": step.enhancer.speaker_dim,
@@ -179,13 +100,12 @@ def metadata(step: StreamStep, quant: str, enroll: EnrollStep | None = None, qua
         "enroll_state_names": ",".join(enroll.state_names) if enroll is not None else "",
         "enroll_state_shapes": json.dumps([list(s) for s in enroll.state_shapes]) if enroll is not None else "[]",
         "config_json": json.dumps(cfg.to_dict()),
-        "quant_json": json.dumps(quant_info or {"mode": quant}, default=str),
-        "tolerances_json": json.dumps(TOLERANCES[quant]),
+        "quant_json": json.dumps(quant_info or {}, default=str),
+        "tolerances_json": json.dumps(TOLERANCES[precision]),
     }
 
 
 def _delegation(edge, offenders: list[str]) -> dict:
-    from executorch.devtools.backend_debug import get_delegation_info
     out = {}
     for method in sorted(edge.methods):
         info = get_delegation_info(edge.exported_program(method).graph_module)
@@ -202,55 +122,42 @@ def _delegation(edge, offenders: list[str]) -> dict:
             "undelegated_compute_ops": offenders, "methods": out}
 
 
-def export_program(enhancer: Enhancer, quant: str = "fp32",
-                   calibration: Sequence[Sequence[torch.Tensor]] | None = None, *,
-                   quantized: str | Path | None = None, ptq_config=None, etrecord: bool = False,
-                   progress: bool = False) -> Program:
-    """Export the streaming step of ``enhancer`` (see the module docstring for ``quant``).
+def export_program(enhancer: Enhancer, int8: Int8Reference | None = None, *, etrecord: bool = False) -> Program:
+    """Lower the streaming step of ``enhancer`` (fp32), or ``int8``, its int8 reference
+    (:func:`pocketvqe.quant.int8_reference`), to an XNNPACK program.
 
     Raises PocketVQEError when any compute op of any method stays outside the XNNPACK delegate."""
-    mode, pt2 = resolve_quant(quant, quantized)
     t0 = time.perf_counter()
     enhancer = enhancer.eval()
     step = StreamStep(enhancer).eval()
     example = step.example_inputs()
-    ep = export_model(step, example)
-    reference: torch.nn.Module = step
-    quant_info = {"mode": "fp32"}
-    device_enroll = supports_device_enrollment(enhancer.cfg)
-    api = _quant_api()
-    if mode != "fp32" and calibration is None and api is not None and (mode == "ptq" or device_enroll):
-        config = ptq_config if ptq_config is not None else api["PTQConfig"]()     # = what quantize() would draw
-        calibration = api["calibration_frames"](enhancer, config.calib_clips, config.calib_seconds, config.seed,
-                                                progress=progress)
-    if mode == "ptq":
-        reference, quant_info = _ptq_reference(enhancer, step, ep, calibration, ptq_config, progress)
-    elif mode == "qat":
-        reference, quant_info = _pt2_reference(enhancer, pt2)
-        mode = quant_info["mode"]
-    if reference is not step:
-        ep = export_model(reference, example)
-    methods = {"forward": rewrite_for_delegation(ep)}
+    precision = "fp32" if int8 is None else "int8"
+    reference: torch.nn.Module = step if int8 is None else int8.step
+    methods = {"forward": rewrite_for_delegation(capture(reference, example))}
     enroll = enroll_ref = None
-    if device_enroll:                        # int8 programs: int8 enroll_step sharing forward's weights
+    if supports_device_enrollment(enhancer.cfg):      # int8 programs: int8 enroll_step sharing forward's weights
         enroll = enroll_ref = EnrollStep(enhancer).eval()
-        if mode != "fp32" and calibration:
-            per_channel = ptq_config.per_channel if ptq_config is not None else True
-            enroll_ref = quantize_enroll(enroll, calibration, per_channel=per_channel)
-        methods["enroll_step"] = rewrite_for_delegation(export_model(enroll_ref, enroll.example_inputs()), True)
+        if int8 is not None:
+            if int8.enroll is None:
+                raise PocketVQEError(f"the int8 reference of {enhancer.cfg.name} has no int8 enroll_step: make it "
+                                     "with quant.int8_reference(enhancer, ...), which quantizes enrollment too")
+            enroll_ref = int8.enroll
+        methods["enroll_step"] = rewrite_for_delegation(capture(enroll_ref, enroll.example_inputs()), True)
         finish = EnrollFinish(enroll).eval()
-        methods["enroll_finish"] = export_model(finish, finish.example_inputs())
-    meta = metadata(step, mode, enroll, quant_info)
+        methods["enroll_finish"] = capture(finish, finish.example_inputs())
+    recipe = None if int8 is None else int8.recipe
+    quant_info = {} if int8 is None else {"recipe": int8.recipe, **int8.info}
+    meta = metadata(step, precision, recipe, enroll, quant_info)
     edge = lower(methods, constant_methods=meta, etrecord=etrecord)
     offenders = undelegated_compute_ops(edge)
     if offenders:
         raise PocketVQEError(f"{len(offenders)} ops stay outside the XNNPACK delegate: {sorted(set(offenders))}; "
                              "every compute op must be delegated (rewrite them with delegated ops, "
-                             "see README 'ExecuTorch lowering notes')")
+                             "see docs/lowering-notes.md)")
     delegation = _delegation(edge, offenders)
     et = to_executorch(edge)
-    return Program(f"{enhancer.cfg.name}-{mode}", mode, et.buffer, step, reference, meta, delegation,
-                   time.perf_counter() - t0, extra={"quant": quant_info}, et_program=et, enroll=enroll,
+    return Program(f"{enhancer.cfg.name}-{precision}", precision, recipe, et.buffer, step, reference, meta,
+                   delegation, time.perf_counter() - t0, extra={"quant": quant_info}, et_program=et, enroll=enroll,
                    enroll_reference=enroll_ref)
 
 
@@ -263,7 +170,6 @@ def write_program(prog: Program, out_dir: str | Path) -> Path:
 
 def write_etrecord(prog: Program, path: str | Path) -> Path:
     """The ETRecord of a program exported with ``etrecord=True`` (for the devtools Inspector)."""
-    from pocketvqe.fileio import atomic_path
     if prog.et_program is None:
         raise PocketVQEError(f"{prog.name}: no ExecuTorch program manager kept; export it again with etrecord=True")
     try:
@@ -290,26 +196,26 @@ def _previous(path: Path, config: dict | None) -> dict:
 
 
 def write_manifest(out_dir: str | Path, programs: Sequence[Program], files: Sequence[Path],
-                   tolerances: dict | None = None, extra: dict | None = None, merge: bool = False) -> Path:
-    """manifest.json: config, files with sha256 and sizes, delegation statistics, tolerances, versions.
+                   extra: dict | None = None, merge: bool = False) -> Path:
+    """manifest.json: config, files with sha256 and sizes, each program's delegation statistics,
+    tolerances and checks (``prog.extra["checks"]``), versions.
 
-    ``tolerances`` defaults to each program's own (:data:`TOLERANCES` of its quant mode). With
-    ``merge``, programs and files of an existing manifest of the same config that still exist
-    are kept (exporting fp32 then ptq into one folder describes both)."""
+    With ``merge``, programs and files of an existing manifest of the same config that still exist
+    are kept (exporting fp32 then int8 into one folder describes both)."""
     out = Path(out_dir)
     config = programs[0].step.cfg.to_dict() if programs else None
     old = _previous(out / "manifest.json", config) if merge else {}
     manifest = {
         "format": FORMAT,
         "pocketvqe_version": __version__,
-        "config": programs[0].step.cfg.to_dict() if programs else None,
-        "programs": {p.name: {"quant": p.quant, "file": f"{p.name}.pte", "bytes": len(p.buffer),
-                              "methods": p.method_names, "metadata": p.metadata, "delegation": p.delegation,
-                              "tolerances": p.tolerances, "export_seconds": round(p.export_seconds, 1),
+        "config": config,
+        "programs": {p.name: {"precision": p.precision, "recipe": p.recipe, "file": f"{p.name}.pte",
+                              "bytes": len(p.buffer), "methods": p.method_names, "metadata": p.metadata,
+                              "delegation": p.delegation, "tolerances": p.tolerances,
+                              "export_seconds": round(p.export_seconds, 1),
                               **({"checks": p.extra["checks"]} if "checks" in p.extra else {})}
                      for p in programs},
         "files": [file_entry(Path(f)) for f in files],
-        "tolerances": tolerances if tolerances is not None else {p.quant: p.tolerances for p in programs},
         "versions": versions(),
         **(extra or {}),
     }
@@ -319,7 +225,4 @@ def write_manifest(out_dir: str | Path, programs: Sequence[Program], files: Sequ
         manifest["files"] = kept + manifest["files"]
         manifest["programs"] = {**{k: v for k, v in old.get("programs", {}).items()
                                    if (out / v.get("file", "")).exists()}, **manifest["programs"]}
-        manifest["tolerances"] = {**old.get("tolerances", {}), **manifest["tolerances"]}
-    path = out / "manifest.json"
-    atomic_write_text(path, json.dumps(manifest, indent=2, default=str) + "\n")
-    return path
+    return write_json(out / "manifest.json", manifest)

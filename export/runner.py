@@ -1,14 +1,13 @@
 """Run a ``.pte`` device program on whole signals, frame by frame through ``executorch.runtime``.
 
-Importing this module registers the ``.pte`` loader with :mod:`pocketvqe.inference`, so
-`pocketvqe enhance --model x.pte` and `pocketvqe eval` run programs with the same contract as
-checkpoints: ``cfg``, ``enroll(pcm) -> speaker``, ``enhance(mic, far, speaker) -> np.ndarray``
+`pocketvqe enhance --model x.pte` and `pocketvqe eval` (through ``pocketvqe.inference.load_model``)
+run programs with the same contract as checkpoints: ``cfg``, ``enroll(pcm) -> speaker``, ``enhance(mic, far, speaker) -> np.ndarray``
 (model rate, aligned to the input, same length). The program describes itself through its
 constant methods (:func:`export.program.metadata`); a file that is not a pocketvqe program, a
 format this pocketvqe cannot run, a truncated file or a state of the wrong shape is refused with
 a :class:`PocketVQEError` that says what to do.
 
->>> prog = ProgramModel("build/pvqe-s16-ptq.pte")                          # doctest: +SKIP
+>>> prog = ProgramModel("build/pvqe-s16-int8.pte")                          # doctest: +SKIP
 >>> y = prog.enhance(mic, speaker=prog.enroll(enroll_pcm))                  # doctest: +SKIP
 >>> out, state = prog.step(mic[:160], state=prog.init_state())              # one hop  # doctest: +SKIP
 """
@@ -20,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from executorch.runtime import Runtime
 
 from pocketvqe import __version__
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.inference import pad_for_stream, register_loader
+from pocketvqe.models import ModelConfig
+from pocketvqe.models.dvector import dvector
+from pocketvqe.signals import frames_of, pad_for_stream, run_step
 
 from .program import FORMAT
 
@@ -74,9 +76,6 @@ class ProgramModel:
     does not copy them)."""
 
     def __init__(self, path: str | os.PathLike, expect: str | None = None):
-        from executorch.runtime import Runtime
-
-        from pocketvqe.models import ModelConfig
         self.path = Path(path)
         self._data = _read_bytes(self.path)
         try:
@@ -87,7 +86,8 @@ class ProgramModel:
         self.metadata = self._read_metadata()
         check_metadata(self.metadata, str(self.path), expect)
         self.cfg = ModelConfig.from_dict(json.loads(self.metadata["config_json"]))
-        self.quant = self.metadata["quant_mode"]
+        self.precision = self.metadata["precision"]
+        self.recipe = self.metadata.get("recipe") or None
         self.state_names = _names(self.metadata["state_names"])
         self.state_shapes = [tuple(s) for s in json.loads(self.metadata["state_shapes"])]
         self.enroll_state_shapes = [tuple(s) for s in json.loads(self.metadata.get("enroll_state_shapes", "[]"))]
@@ -170,7 +170,6 @@ class ProgramModel:
         if not cfg.personalized:
             raise PocketVQEError(f"{cfg.name} is not personalized: it takes no enrollment")
         if cfg.speaker_embedding != "internal":
-            from pocketvqe.models.dvector import dvector            # a separate host-side speaker model
             return torch.from_numpy(dvector(np.asarray(enroll_pcm, np.float32), cfg.sample_rate))
         hop = cfg.hop
         x = np.asarray(enroll_pcm, np.float32).reshape(-1)
@@ -186,13 +185,16 @@ class ProgramModel:
         cfg, hop = self.cfg, self.cfg.hop
         delay, n = cfg.algorithmic_latency_samples, len(mic)
         x, f = pad_for_stream(cfg, mic, far)
-        total = len(x)
-        state, ys = self.init_state(), []
-        for t in range(total // hop):
-            y, state = self.step(x[t * hop:(t + 1) * hop], None if f is None else f[t * hop:(t + 1) * hop],
-                                 speaker, state)
-            ys.append(y)
-        return np.concatenate(ys)[delay:delay + n]
+        spk = None
+        if cfg.personalized:
+            if speaker is None:
+                raise PocketVQEError(f"{cfg.name} is personalized: pass the enrolled speaker embedding "
+                                     "(enroll(pcm), or --enroll ENROLL.wav)")
+            spk = _vector(speaker, cfg.speaker_dim, "speaker", "enroll the speaker with this program").numpy()
+        forward = self.method("forward")
+        y, _ = run_step(lambda *a: forward.execute(list(a)), frames_of(x, f, hop, spk, tensors=True),
+                        self.init_state())
+        return y[delay:delay + n]
 
 
 def _names(text: str) -> list[str]:
@@ -204,10 +206,3 @@ def _vector(x, n: int, what: str, hint: str) -> torch.Tensor:
     if t.numel() != n:
         raise PocketVQEError(f"{what} has {t.numel()} samples, the program takes {n}: {hint}")
     return t
-
-
-def load(path: Path) -> ProgramModel:
-    return ProgramModel(path)
-
-
-register_loader(".pte", load)

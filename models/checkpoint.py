@@ -12,6 +12,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy
 import torch
 
 from pocketvqe import __version__
@@ -25,7 +26,6 @@ FORMAT = "pocketvqe-checkpoint-1"
 
 
 def versions() -> dict:
-    import numpy
     out = {"pocketvqe": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__)}
     try:
         from importlib.metadata import version

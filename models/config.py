@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 from pocketvqe.errors import PocketVQEError
 
-
 SPEAKER_EMBEDDINGS = {"internal": 0, "resemblyzer": 256}     # source -> fixed dimension (0: gru_hidden)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A DeepVQE-family network (DESIGN §4).
+    """A DeepVQE-family network.
 
     mic_channels / dec_channels: encoder and decoder filters (the last decoder block outputs the
     27 CCM channels). far_channels: far-end encoder filters; empty means a noise-suppression-only

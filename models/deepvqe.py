@@ -1,4 +1,4 @@
-"""DeepVQE / DeepVQE-S / PVQE on compressed complex spectra (DESIGN §4).
+"""DeepVQE / DeepVQE-S / PVQE on compressed complex spectra.
 
 mic (and far-end) spectrum -> power-law compression -> mic encoder (far-end encoder + AlignBlock
 joins at block ``align_at``) -> GRU bottleneck -> decoder with skips -> 27-channel CCM applied to

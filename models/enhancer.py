@@ -16,6 +16,7 @@ from pocketvqe.kernels import StreamingSTFT
 
 from .config import ModelConfig
 from .deepvqe import DeepVQE, NetState
+from .dvector import dvector
 
 
 class EnhancerState(NamedTuple):
@@ -67,7 +68,6 @@ class Enhancer(nn.Module):
         """Speaker embedding (D,): mean of the enrollment features over all frames (internal), or the
         separate speaker model's d-vector (``speaker_embedding="resemblyzer"``)."""
         if self.cfg.speaker_embedding != "internal":
-            from .dvector import dvector
             return torch.from_numpy(dvector(enroll_pcm, self.cfg.sample_rate))
         x = self._frames(enroll_pcm)
         feats, _ = self.embed_frames(x, self.init_state(1))

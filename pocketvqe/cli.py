@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import sys
 
+from . import __version__
 from .errors import PocketVQEError
 
 COMMANDS: dict[str, str] = {
@@ -36,7 +37,6 @@ def _available() -> dict[str, str]:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocketvqe", description=__doc__.splitlines()[0])
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"pocketvqe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = (argv or [None])[0]

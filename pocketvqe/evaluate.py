@@ -3,13 +3,11 @@
 
 A processor is anything with a ``name`` and ``process(mixture) -> np.ndarray`` that returns the
 enhanced microphone signal at the mixture's rate (16 kHz), time-aligned and exactly as long as
-``mixture.mic``. Implementations here: :class:`CheckpointProcessor` (a ``.pt`` checkpoint),
+``mixture.mic``. Implementations here: :class:`ModelProcessor` (a ``.pt`` checkpoint, ``.pt2`` or ``.pte``),
 :class:`PeerProcessor` (DeepFilterNet3, RNNoise, WebRTC NS, Speex NS, Speex AEC from
 :mod:`pocketvqe.peers`) and :class:`IdentityProcessor` (returns the input; scores equal the
 ``input_*`` baseline). :func:`load_processor` turns a file or a name into a processor; model files
-dispatch on their suffix through :data:`LOADERS`, so a new format is one line::
-
-    LOADERS[".pte"] = lambda path, name=None: MyPteProcessor(path, name)
+load through :func:`pocketvqe.inference.load_model`, the one loader of every model format.
 
 Optional processor attributes, read with ``getattr``: ``personalized`` (bool: it reads
 ``mixture.enroll``; turns on personalized DNSMOS for everyone in the run), ``scenarios`` (tuple of
@@ -36,14 +34,19 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+from scipy.signal import correlate
+from tqdm.auto import tqdm
 
-from .audio import resample
+
+from .data import SCENARIOS, SimConfig, Simulator, default_root, load_manifest, make_eval_set
 from .errors import PocketVQEError
 from .fileio import atomic_write_text
+from .inference import LOADERS, enhance_arrays, load_model
 from .metrics import GROUPS, get_metrics, summarize
+from .peers import PEERS, Peer, get_peer
 
 SR = 16000
 BASELINE = "input"
@@ -88,48 +91,6 @@ class IdentityProcessor:
         return {"kind": "identity"}
 
 
-class CheckpointProcessor:
-    """A float ``.pt`` checkpoint (:func:`pocketvqe.models.load_checkpoint`) run offline.
-
-    Personalized models enroll from ``mixture.enroll`` (:meth:`Enhancer.enroll`) and pass the
-    speaker embedding to :meth:`Enhancer.enhance`; models without a far-end branch get no far end.
-    Models at another rate (24 kHz) see resampled input; the output is resampled back.
-    """
-
-    scenarios = None
-
-    def __init__(self, path: str | os.PathLike, name: str | None = None):
-        from pocketvqe.models import load_checkpoint
-
-        self.path = Path(path)
-        self.enhancer, ckpt = load_checkpoint(self.path)
-        self.cfg = self.enhancer.cfg
-        self.meta = dict(ckpt.get("meta") or {})
-        self.name = name or self.path.stem
-        self.personalized = bool(self.cfg.personalized)
-        self.last_compute_s: float | None = None
-
-    def process(self, mixture) -> np.ndarray:
-        sr, rate = self.cfg.sample_rate, mixture.sample_rate
-        mic = resample(mixture.mic, rate, sr)
-        far = resample(mixture.far, rate, sr) if self.cfg.has_far else None
-        speaker = None
-        if self.personalized:
-            if mixture.enroll is None or len(mixture.enroll) < self.cfg.n_fft:
-                raise PocketVQEError(f"clip {_clip_name(mixture)} has no enrollment audio but {self.name} is a "
-                                     "personalized model: rebuild the evaluation set (it stores enroll.wav)")
-            speaker = self.enhancer.enroll(resample(mixture.enroll, rate, sr))
-        t0 = time.perf_counter()
-        y = self.enhancer.enhance(mic, far, speaker)
-        self.last_compute_s = time.perf_counter() - t0
-        return _fit(resample(np.asarray(y, np.float32), sr, rate), len(mixture.mic))
-
-    def describe(self) -> dict:
-        return {"kind": "checkpoint", "path": str(self.path), "config": self.cfg.name,
-                "sample_rate": self.cfg.sample_rate, "personalized": self.personalized,
-                "has_far": self.cfg.has_far, "meta": self.meta}
-
-
 class PeerProcessor:
     """A published enhancer from :mod:`pocketvqe.peers` (output already delay-compensated there).
 
@@ -142,7 +103,6 @@ class PeerProcessor:
     personalized = False
 
     def __init__(self, peer, name: str | None = None, **options):
-        from .peers import Peer, get_peer
 
         self.peer = get_peer(peer, **options) if isinstance(peer, str) else peer
         if not isinstance(self.peer, Peer):
@@ -168,19 +128,16 @@ class PeerProcessor:
                 "delay_removed": p.delay, "class": type(p).__name__}
 
 
-def _load_checkpoint_processor(path: Path, name: str | None = None) -> Processor:
-    return CheckpointProcessor(path, name=name)
-
-
-class ModelFileProcessor:
-    """A quantized model (``.pt2``, the PyTorch int8 reference) or an ExecuTorch program (``.pte``, run
-    in-process) as a processor: loaded with :func:`pocketvqe.inference.load_model` and run through
-    :func:`pocketvqe.inference.enhance_arrays`, the same path as `pocketvqe enhance`."""
+class ModelProcessor:
+    """A model file run through :func:`pocketvqe.inference.load_model` and
+    :func:`pocketvqe.inference.enhance_arrays`, the same path as `pocketvqe enhance`: a float checkpoint
+    (``.pt``), a quantized model (``.pt2``, the PyTorch int8 reference) or an ExecuTorch program
+    (``.pte``, run in-process). Personalized models enroll from ``mixture.enroll``; models at another
+    rate see resampled input and their output is resampled back."""
 
     scenarios = None
 
-    def __init__(self, path: Path, name: str | None = None):
-        from .inference import load_model
+    def __init__(self, path: str | os.PathLike, name: str | None = None):
         self.path = Path(path)
         self.model = load_model(self.path)
         self.cfg = self.model.cfg
@@ -189,7 +146,9 @@ class ModelFileProcessor:
         self.last_compute_s: float | None = None
 
     def process(self, mixture) -> np.ndarray:
-        from .inference import enhance_arrays
+        if self.personalized and (mixture.enroll is None or len(mixture.enroll) < self.cfg.n_fft):
+            raise PocketVQEError(f"clip {_clip_name(mixture)} has no enrollment audio but {self.name} is a "
+                                 "personalized model: rebuild the evaluation set (it stores enroll.wav)")
         t0 = time.perf_counter()
         y = enhance_arrays(self.model, mixture.mic, mixture.sample_rate,
                            far=mixture.far if self.cfg.has_far else None, far_sr=mixture.sample_rate,
@@ -198,25 +157,24 @@ class ModelFileProcessor:
         return y
 
     def describe(self) -> dict:
+        kind = {".pt": "checkpoint", ".pt2": "quantized", ".pte": "program"}[self.path.suffix]
         meta = getattr(self.model, "meta", None) or getattr(self.model, "metadata", None) or {}
-        return {"kind": {".pt2": "quantized", ".pte": "program"}.get(self.path.suffix, "model"),
-                "path": str(self.path), "config": self.cfg.name, "quant": meta.get("quant") or meta.get("quant_mode"),
-                "calibration": meta.get("calibration"), "personalized": self.personalized}
+        out = {"kind": kind, "path": str(self.path), "config": self.cfg.name, "sample_rate": self.cfg.sample_rate,
+               "personalized": self.personalized, "has_far": self.cfg.has_far}
+        if kind == "quantized":
+            out.update(quant=meta.get("quant"), calibration=meta.get("calibration"))
+        elif kind == "program":
+            out.update(precision=meta.get("precision"), recipe=meta.get("recipe"))
+        return out
 
 
-# suffix -> loader(path, name=None) -> Processor: checkpoints, quantized ExportedPrograms, ExecuTorch programs.
-LOADERS: dict[str, Callable[..., Processor]] = {
-    ".pt": _load_checkpoint_processor,
-    ".pt2": ModelFileProcessor,
-    ".pte": ModelFileProcessor,
-}
+MODEL_SUFFIXES = tuple(LOADERS)          # what inference.load_model runs: .pt, .pt2, .pte
 IDENTITY_NAMES = ("identity", "input")
 
 
 def load_processor(spec: str | os.PathLike, name: str | None = None) -> Processor:
-    """A processor from a model file (dispatch on suffix via :data:`LOADERS`), a peer name
+    """A processor from a model file (:class:`ModelProcessor`), a peer name
     (``speex_ns``, ``deepfilternet3``, ...) or ``identity``; ``name`` overrides its label."""
-    from .peers import PEERS
 
     text = os.fspath(spec)
     if text in PEERS and not Path(text).exists():
@@ -225,15 +183,15 @@ def load_processor(spec: str | os.PathLike, name: str | None = None) -> Processo
         return IdentityProcessor(name or "identity")
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
-    if suffix not in LOADERS:
-        kinds = ", ".join(sorted(LOADERS))
+    if suffix not in MODEL_SUFFIXES:
+        kinds = ", ".join(MODEL_SUFFIXES)
         what = f"{suffix!r} files are not supported" if suffix else "it has no file suffix and is no known name"
         raise PocketVQEError(f"cannot evaluate {text!r}: {what}; give a model file ({kinds}), a peer name "
                              f"({', '.join(PEERS)}) or 'identity'")
     if not path.exists():
         raise PocketVQEError(f"model file {path} does not exist: check the path (or create a checkpoint with "
                              "`pocketvqe init --config NAME --out x.pt`)")
-    return LOADERS[suffix](path, name=name)
+    return ModelProcessor(path, name=name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +204,6 @@ def eval_set_dir(root: str | os.PathLike, split: str, n_per_scenario: int, seed:
 
 def eval_sim_config():
     """The simulator settings of every evaluation set: all six scenarios, 6 s clips."""
-    from .data import SimConfig
     return SimConfig(personalized=True)
 
 
@@ -260,7 +217,6 @@ def load_clips(root: str | os.PathLike | None = None, split: str = "test", n_per
     set does not store), regenerated bit-exactly from the simulator's seed. ``scenarios`` keeps
     only those scenarios (the set itself always holds all of them).
     """
-    from .data import SCENARIOS, default_root, load_manifest, make_eval_set
 
     if split not in ("train", "valid", "test"):
         raise PocketVQEError(f"--set {split!r}: choose test or valid (or train)")
@@ -290,7 +246,6 @@ def load_clips(root: str | os.PathLike | None = None, split: str = "test", n_per
 def attach_parts(clips: Iterable, corpus, config=None) -> None:
     """Fill ``clip.parts`` (speech / echo / interferer / noise) for clips that need echo or
     interferer parts, by re-running the seeded simulator (checked against the stored mic)."""
-    from .data import Simulator
 
     clips = [c for c in clips if c.parts is None and c.scenario in ("echo_fe_st", "double_talk", "interferer")]
     if not clips:
@@ -396,7 +351,6 @@ def run_processors(clips: Sequence, processors: Sequence, which: Iterable[str] |
     ``personalized`` (default: any processor is) adds personalized DNSMOS on every clip. A clip
     that no processor applies to is still scored for the baseline (through the identity).
     """
-    from tqdm.auto import tqdm
 
     names = [p.name for p in processors]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -472,7 +426,6 @@ def _warm_up(processors, clips) -> None:
 def alignment_lag_ms(y: np.ndarray, x: np.ndarray, sr: int = SR, max_ms: float = 50.0) -> float | None:
     """Lag of ``y`` behind ``x`` (ms) at the peak of their cross-correlation within +-``max_ms``: a check
     that a processor's output is delay-compensated (0 for an aligned enhancer); None for silence."""
-    from scipy.signal import correlate
 
     if not np.any(y) or not np.any(x):
         return None

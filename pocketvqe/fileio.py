@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -41,13 +45,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def finite_json(o):
-    """NaN/inf -> None (recursively through dicts, lists and tuples) so JSON files stay standard."""
-    import math
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: finite_json(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [finite_json(v) for v in o]
-    return o
+def json_safe(obj):
+    """``obj`` made strict JSON, the one policy of every file pocketvqe writes: numpy scalars and arrays
+    become Python numbers and lists, paths strings; JSON has no infinity, so +-inf is written as the
+    string ``"inf"`` / ``"-inf"`` (an SNR of identical outputs) and NaN (undefined) as ``null``."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def to_json(obj, indent: int | None = 2) -> str:
+    """``json.dumps`` of :func:`json_safe` (objects JSON cannot hold are written as their ``str``)."""
+    return json.dumps(json_safe(obj), indent=indent, default=str)
+
+
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
+    """Write ``obj`` atomically as strict JSON (:func:`json_safe`) with a trailing newline."""
+    atomic_write_text(path, to_json(obj, indent) + "\n")
+    return Path(path)

@@ -4,71 +4,42 @@ A loaded model has ``cfg`` (ModelConfig), ``enroll(pcm) -> speaker`` and
 ``enhance(mic, far=None, speaker=None) -> np.ndarray`` at the model's sample rate (output aligned
 to the input, same length). `pocketvqe enhance` and `pocketvqe eval` use :func:`load_model`.
 
->>> model = load_model("models/checkpoints/dvqe-s16.pt")
->>> y = enhance_file_arrays(model, mic, sr, far=far, far_sr=sr)
+>>> model = load_model("models/checkpoints/dvqe-s16.pt")          # doctest: +SKIP
+>>> y = enhance_arrays(model, mic, sr, far=far, far_sr=sr)         # doctest: +SKIP
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from pocketvqe.export.runner import ProgramModel
+from pocketvqe.models import load_checkpoint
+from pocketvqe.quant.reference import QuantizedModel
 
 from .audio import check_signal, match_length, resample
 from .errors import PocketVQEError
 
-
-def _load_checkpoint(path: Path):
-    from pocketvqe.models import load_checkpoint
-    enh, _ = load_checkpoint(path)
-    return enh
-
-
-# suffix -> loader; the export and quant stages register .pte and .pt2 here.
-LOADERS: dict[str, Callable[[Path], object]] = {".pt": _load_checkpoint}
-
-
-def register_loader(suffix: str, loader: Callable[[Path], object]) -> None:
-    LOADERS[suffix] = loader
+LOADERS = {".pt": "a float checkpoint", ".pt2": "a quantized model (the PyTorch int8 reference)",
+           ".pte": "an ExecuTorch program"}
 
 
 def load_model(path: str | os.PathLike):
+    """A model file -> an object with ``cfg``, ``enroll(pcm)`` and ``enhance(mic, far, speaker)``:
+    a checkpoint (``.pt``: :class:`models.Enhancer`), a quantized model (``.pt2``:
+    :class:`quant.reference.QuantizedModel`) or a device program (``.pte``: :class:`export.runner.ProgramModel`)."""
     path = Path(path)
-    _register_builtin_loaders()
-    loader = LOADERS.get(path.suffix)
-    if loader is None:
-        raise PocketVQEError(f"don't know how to run {path.name}: --model takes a checkpoint (.pt), "
-                             f"a quantized model (.pt2) or an ExecuTorch program (.pte); known: {sorted(LOADERS)}")
+    if path.suffix not in LOADERS:
+        known = ", ".join(f"{k} ({v})" for k, v in LOADERS.items())
+        raise PocketVQEError(f"don't know how to run {path.name}: --model takes {known}")
     if not path.exists():
         raise PocketVQEError(f"model file {path} does not exist: check the path")
-    return loader(path)
-
-
-def _register_builtin_loaders() -> None:
-    for mod in ("pocketvqe.quant.reference", "pocketvqe.export.runner"):
-        try:
-            __import__(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-
-
-def pad_for_stream(cfg, mic: np.ndarray, far: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """mic (and far, model rate) zero-padded to whole hops covering ``len(mic)`` plus the algorithmic
-    delay, for streaming a step over them; far is None for a model without a far end (silence when it
-    has one and none is given). The aligned output is then ``y[delay:delay + len(mic)]``."""
-    n = len(mic)
-    total = n + cfg.algorithmic_latency_samples
-    total += (-total) % cfg.hop
-    x = np.pad(np.asarray(mic, np.float32), (0, total - n))
-    if not cfg.has_far:
-        return x, None
-    f = np.zeros(total, np.float32)
-    if far is not None:
-        k = min(len(far), total)
-        f[:k] = np.asarray(far, np.float32)[:k]
-    return x, f
+    if path.suffix == ".pt":
+        return load_checkpoint(path)[0]
+    if path.suffix == ".pt2":
+        return QuantizedModel(path)
+    return ProgramModel(path)
 
 
 def enhance_arrays(model, mic: np.ndarray, sr: int, far: np.ndarray | None = None, far_sr: int | None = None,

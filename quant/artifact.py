@@ -8,7 +8,7 @@ float model, and the file must hold it to enroll without the original checkpoint
 
 >>> save_quantized("q.pt2", gm, {"config": cfg.to_dict(), "quant": {...}}, enhancer=enh)  # doctest: +SKIP
 >>> ep, meta = load_quantized("q.pt2")                                                   # doctest: +SKIP
->>> edge = lower(ep)                                                 # -> .pte (export.lower)  # doctest: +SKIP
+>>> prog = export_program(enhancer, Int8Reference.from_pt2(...))     # -> .pte (export)   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ import zipfile
 from pathlib import Path
 
 import torch
+import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed ops .pt2 files use
 
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.fileio import atomic_path
+from pocketvqe.models.checkpoint import versions
+from pocketvqe.models.step import capture
 
 FORMAT = "pocketvqe-quantized-1"
 META_FILE = "pocketvqe.json"
@@ -54,14 +57,12 @@ def to_exported(gm_or_ep, example_inputs=None) -> torch.export.ExportedProgram:
     if not isinstance(gm_or_ep, torch.fx.GraphModule):
         raise PocketVQEError(f"save_quantized takes the converted GraphModule or an ExportedProgram, "
                              f"not {type(gm_or_ep).__name__}")
-    from pocketvqe.export.lower import export_model
-    return export_model(gm_or_ep, example_inputs or example_inputs_of(gm_or_ep))
+    return capture(gm_or_ep, example_inputs or example_inputs_of(gm_or_ep))
 
 
 def save_quantized(path: str | os.PathLike, gm_or_ep, meta: dict, enhancer=None) -> Path:
     """Write ``path`` (.pt2) atomically; ``meta`` needs ``config`` (the ModelConfig dict) unless
     ``enhancer`` is given (its config and float weights are stored)."""
-    from pocketvqe.models.checkpoint import versions
     path = Path(path)
     if path.suffix != ".pt2":
         raise PocketVQEError(f"quantized models are .pt2 files: rename {path.name} to {path.stem}.pt2")
@@ -91,7 +92,6 @@ def load_quantized(path: str | os.PathLike, with_float_weights: bool = False
         raise PocketVQEError(f"quantized model {path} does not exist: make one with "
                              "`pocketvqe quantize --ckpt X --out q.pt2`")
     extra = {META_FILE: "", WEIGHTS_FILE: ""}
-    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers quantized_decomposed ops for loading
     try:
         ep = torch.export.load(str(path), extra_files=extra)
     except (RuntimeError, zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:

@@ -14,12 +14,14 @@ step's zero state: :class:`CalibFrames` remembers where the clips start.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
+from pocketvqe.data import SimConfig, Simulator, corpus_root
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.train.loop import served_scenarios
 
 
 class CalibFrames(list):
@@ -32,29 +34,9 @@ class CalibFrames(list):
         self.summary = dict(summary or {})
 
 
-def corpus_root(data: str | os.PathLike | None) -> Path:
-    """A corpus with a manifest: ``data``, else $POCKETVQE_DATA / the default root, else the quick corpus."""
-    from pocketvqe.data import default_root, prepare_corpus
-    if data is not None:
-        root = Path(data).expanduser()
-        return root if (root / "manifest.json").exists() else prepare_corpus(root, progress=False).parent
-    root = default_root()
-    if (root / "manifest.json").exists():
-        return root
-    return prepare_corpus(root, quick=True, progress=False).parent
-
-
-def served_scenarios(cfg) -> tuple[str, ...]:
-    from pocketvqe.train.loop import served_scenarios as served
-    return served(cfg)
-
-
 def calibration_frames(enhancer, n_clips: int, seconds: float, seed: int = 0,
                        data: str | os.PathLike | None = None, progress: bool = False) -> CalibFrames:
     """Per-hop StreamStep signal inputs from ``n_clips`` simulated clips of ``seconds`` (valid split)."""
-    from tqdm import tqdm
-
-    from pocketvqe.data import SimConfig, Simulator
     cfg = enhancer.cfg
     if n_clips < 1:
         raise PocketVQEError(f"calibration needs at least one clip (n_clips={n_clips}): give --calib-clips >= 1")

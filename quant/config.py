@@ -35,7 +35,7 @@ def _check_keep_float(where: str, names, field: str = "keep_float") -> None:
 
 @dataclass(frozen=True)
 class PTQConfig:
-    """Post-training static int8 quantization (XNNPACK recipe, DESIGN §5).
+    """Post-training static int8 quantization (XNNPACK recipe).
 
     observer: activation range observer used during calibration: ``percentile`` (default: the
     ``percentile``-th percentile of the per-frame extremes, so the rarest extreme frames saturate and
@@ -119,7 +119,7 @@ def recommended_ptq(config_name: str, **overrides) -> PTQConfig:
 
 @dataclass(frozen=True)
 class QATConfig:
-    """Quantization-aware fine-tuning of a float checkpoint, through the streaming step (DESIGN §5).
+    """Quantization-aware fine-tuning of a float checkpoint, through the streaming step.
 
     steps / lr / batch: AdamW optimizer steps at a constant ``lr`` after ``warmup`` linear steps,
     global batch (split over torchrun processes) of ``clip_seconds`` simulated clips.

@@ -24,12 +24,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import torch
+from torchao.quantization.pt2e import compare_results, extract_results_from_loggers, prepare_for_propagation_comparison
+from torchao.quantization.pt2e._numeric_debugger import OutputLogger
+from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+from tqdm import tqdm
+
+from pocketvqe.models.step import StreamStep
+from pocketvqe.signals import snr_db as sqnr_db
 
 from .calibration import check_calibration, clip_bounds
 from .config import PTQConfig
-from .ptq import convert_ptq, export_step, n_signals, resolve_keep_float, stream
+from .ptq import convert_ptq, export_step, n_signals, quantize, resolve_keep_float, stream
+from .xnnpack import DSP_MODULES, ptq_quantizer
 
 LAYER_OPS = ("conv2d", "linear", "bmm", "matmul")      # ops with weights or a matmul: keep_float candidates
 
@@ -79,18 +86,8 @@ class Proposal:
         return dataclasses.asdict(self)
 
 
-def sqnr_db(ref: torch.Tensor | np.ndarray, test: torch.Tensor | np.ndarray) -> float:
-    ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
-    noise = float(np.sum((ref - test) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(max(signal, 1e-30) / noise)
-
-
 def _is_dsp(module: str) -> bool:
     """Ops owned by the Enhancer / STFT / DeepVQE top level: the signal processing around the network."""
-    from .xnnpack import DSP_MODULES
     return module in {m[len("enhancer."):] if m.startswith("enhancer.") else m for m in DSP_MODULES} | {"enhancer"}
 
 
@@ -116,13 +113,11 @@ class _Acc:
 
 
 def _loggers(gm) -> dict:
-    from torchao.quantization.pt2e._numeric_debugger import OutputLogger
     return {name: m for name, m in gm.named_children() if isinstance(m, OutputLogger)}
 
 
 def _pair_loggers(ref_gm, act_gm) -> list[tuple[str, object, object]]:
     """[(ref node name, ref logger, int8 logger)] for nodes present in both graphs with the same op."""
-    from torchao.quantization.pt2e import compare_results, extract_results_from_loggers
     ref_by = {m.debug_info: (n, m) for n, m in _loggers(ref_gm).items()}
     act_by: dict = {}
     ref_ops = {n.name: str(n.target) for n in ref_gm.graph.nodes if n.op == "call_function"}
@@ -143,7 +138,6 @@ def _pair_loggers(ref_gm, act_gm) -> list[tuple[str, object, object]]:
 def _after_folded_bn(ref_gm, act_gm, pairs):
     """PTQ folds a BatchNorm that directly follows a conv into the conv's weights: compare such an
     int8 conv with the float BatchNorm's output (the float conv's own output is pre-BN)."""
-    from torchao.quantization.pt2e._numeric_debugger import OutputLogger
     mods = dict(ref_gm.named_children())
     act_bn = {n.name for n in act_gm.graph.nodes if "batch_norm" in str(n.target)}
     logger_of = {}
@@ -163,7 +157,6 @@ def _after_folded_bn(ref_gm, act_gm, pairs):
 
 def _input_nodes(ref_gm) -> dict[str, list[str]]:
     """Float node name -> names of the logged float nodes feeding it."""
-    from torchao.quantization.pt2e._numeric_debugger import OutputLogger
     mods = dict(ref_gm.named_children())
     out = {}
     for n in ref_gm.graph.nodes:
@@ -194,11 +187,7 @@ def _quantized_inputs(act_gm) -> set[str]:
 def sensitivity(enhancer, config: PTQConfig | None, calib: Sequence[Sequence[torch.Tensor]],
                 progress: bool = False) -> SensitivityReport:
     """PTQ ``enhancer`` with ``config`` on ``calib`` and measure every node on the same audio."""
-    from tqdm import tqdm
-    from torchao.quantization.pt2e import prepare_for_propagation_comparison
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from .xnnpack import xnnpack_quantizer
     t0 = time.perf_counter()
     config = config or PTQConfig()
     calib = check_calibration(calib, n_signals(enhancer.cfg), enhancer.cfg.hop)
@@ -206,9 +195,7 @@ def sensitivity(enhancer, config: PTQConfig | None, calib: Sequence[Sequence[tor
     dynamic = resolve_keep_float(enhancer, config.dynamic, "dynamic")
     step, ep = export_step(enhancer)
     init = step.init_state()
-    prepared = prepare_pt2e(ep.module(), xnnpack_quantizer(config.per_channel, keep_float=keep,
-                                                           observer=config.observer, float_dsp=config.float_dsp,
-                                                           percentile=config.percentile, dynamic=dynamic))
+    prepared = prepare_pt2e(ep.module(), ptq_quantizer(config, keep, dynamic))
     bar = tqdm(total=3 * len(calib), desc="quant-report", unit="frame", disable=not progress, leave=False,
                mininterval=1.0)
     stream(prepared, calib, init, bar)
@@ -266,11 +253,9 @@ def e2e_sqnr(enhancer, config: PTQConfig, calib, eval_frames=None, float_out: to
              ) -> tuple[float, torch.Tensor]:
     """End-to-end SQNR (dB) of the PTQ step's enhanced output vs the float step's, streamed over
     ``eval_frames`` (default: the calibration frames). Returns (dB, float output for reuse)."""
-    from .ptq import quantize
     frames = check_calibration(eval_frames if eval_frames is not None else calib, n_signals(enhancer.cfg),
                                enhancer.cfg.hop)
     gm = quantize(enhancer, config, calib, progress=False)
-    from pocketvqe.export.step import StreamStep
     step = StreamStep(enhancer.eval()).eval()
     if float_out is None:
         float_out = torch.cat(stream(step, frames, step.init_state()))
@@ -292,7 +277,6 @@ def propose_keep_float(enhancer, config: PTQConfig | None, calib, target_db: flo
                        eval_frames=None, progress: bool = False) -> Proposal:
     """Greedy mixed precision: try candidates (most damaging first), keep each that raises the
     end-to-end SQNR, stop when ``target_db`` is met or after ``max_trials`` re-quantizations."""
-    from tqdm import tqdm
     config = config or PTQConfig()
     report = report or sensitivity(enhancer, config, calib)
     base, float_out = e2e_sqnr(enhancer, config, calib, eval_frames)

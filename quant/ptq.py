@@ -1,6 +1,6 @@
 """Post-training static int8 quantization of the streaming step (PT2E, XNNPACK quantizer).
 
-The step (``export.step.StreamStep``: one hop of PCM in, one out, state as tensors) is exported,
+The step (``models.step.StreamStep``: one hop of PCM in, one out, state as tensors) is exported,
 ``prepare_pt2e`` inserts observers, the calibration clips stream through it (state threaded,
 reset at each clip start) and ``convert_pt2e`` returns the int8 reference GraphModule, called
 like the step: ``(*signals, *state) -> (enhanced[hop], *state)``.
@@ -14,13 +14,19 @@ import copy
 import difflib
 import time
 from typing import Sequence
+from unittest import mock
 
 import torch
+from torchao.quantization.pt2e import quantize_pt2e as qp
+from tqdm import tqdm
 
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.models.blocks import DecoderBlock
+from pocketvqe.models.step import StreamStep, capture
 
 from .calibration import CalibFrames, calibration_frames, check_calibration, clip_bounds
 from .config import PTQConfig
+from .xnnpack import DSP_MODULES, _innermost_module, ptq_quantizer
 
 META_KEY = "pocketvqe_quant"          # GraphModule.meta[META_KEY]: how the module was made
 
@@ -61,7 +67,6 @@ def stream(module, frames: CalibFrames, init_state: Sequence[torch.Tensor], bar=
 def fold_decoder_bn(enhancer):
     """An eval-mode copy of ``enhancer`` with every decoder BatchNorm folded into its sub-pixel conv
     (``DecoderBlock.fold_bn``; the encoder's conv-BN pairs are folded by ``prepare_pt2e`` itself)."""
-    from pocketvqe.models.blocks import DecoderBlock
     enhancer = copy.deepcopy(enhancer).eval()
     for m in enhancer.modules():
         if isinstance(m, DecoderBlock):
@@ -71,10 +76,8 @@ def fold_decoder_bn(enhancer):
 
 def export_step(enhancer):
     """(StreamStep of the BN-folded ``enhancer`` in eval mode, its ExportedProgram)."""
-    from pocketvqe.export.lower import export_model
-    from pocketvqe.export.step import StreamStep
     step = StreamStep(fold_decoder_bn(enhancer)).eval()
-    return step, export_model(step, step.example_inputs())
+    return step, capture(step, step.example_inputs())
 
 
 def n_signals(cfg) -> int:
@@ -85,10 +88,6 @@ def quantize(enhancer, config: PTQConfig | None = None, calib: Sequence[Sequence
              progress: bool = True, data=None) -> torch.fx.GraphModule:
     """PTQ: export the step of ``enhancer``, calibrate on ``calib`` (default: ``config.calib_clips``
     simulated clips), convert -> the int8 reference GraphModule (``gm.meta[META_KEY]`` says how)."""
-    from tqdm import tqdm
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    from .xnnpack import xnnpack_quantizer
     config = config or PTQConfig()
     keep = resolve_keep_float(enhancer, config.keep_float)
     dynamic = resolve_keep_float(enhancer, config.dynamic, "dynamic")
@@ -98,9 +97,7 @@ def quantize(enhancer, config: PTQConfig | None = None, calib: Sequence[Sequence
                                    progress=progress)
     calib = check_calibration(calib, n_signals(enhancer.cfg), enhancer.cfg.hop)
     step, ep = export_step(enhancer)
-    prepared = prepare_pt2e(ep.module(), xnnpack_quantizer(per_channel=config.per_channel, keep_float=keep,
-                                                           observer=config.observer, float_dsp=config.float_dsp,
-                                                           percentile=config.percentile, dynamic=dynamic))
+    prepared = qp.prepare_pt2e(ep.module(), ptq_quantizer(config, keep, dynamic))
     with tqdm(total=len(calib), desc=f"calibrating {enhancer.cfg.name} ({config.observer})", unit="frame",
               disable=not progress, leave=False, mininterval=1.0) as bar:
         stream(prepared, calib, step.init_state(), bar)
@@ -116,11 +113,20 @@ def convert_ptq(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     (``prepare_pt2e`` already folded conv-BN pairs) but traces 96 pattern graphs (~30 s) whenever a
     BatchNorm remains (the decoder's BN after the sub-pixel reshape). Outputs were checked identical
     (max abs diff 0.0 over 300 streamed frames, same node count) against the full convert_pt2e."""
-    from unittest import mock
-
-    from torchao.quantization.pt2e import quantize_pt2e as qp
     with mock.patch.object(qp, "_fold_conv_bn_qat", lambda m: m):
         return qp.convert_pt2e(prepared)
+
+
+def quantize_static(ep: torch.export.ExportedProgram, calibration: Sequence[Sequence[torch.Tensor]],
+                    quantizer) -> torch.fx.GraphModule:
+    """PT2E static quantization of any captured module: prepare with ``quantizer`` (no default: the
+    recipe decides it: :func:`ptq_quantizer` of a :class:`PTQConfig`), run the ``calibration``
+    input tuples, convert."""
+    prepared = qp.prepare_pt2e(ep.module(), quantizer)
+    with torch.no_grad():
+        for inputs in calibration:
+            prepared(*inputs)
+    return convert_ptq(prepared)
 
 
 def quantized_linears(gm: torch.fx.GraphModule) -> dict[str, int]:
@@ -140,7 +146,6 @@ def quantized_linears(gm: torch.fx.GraphModule) -> dict[str, int]:
 def float_linears(gm: torch.fx.GraphModule) -> list[str]:
     """Names of the network's ``aten.linear`` nodes whose weight stays fp32 (the STFT's constant
     DFT stages, kept fp32 by ``float_dsp``, are signal processing, not network weights)."""
-    from .xnnpack import DSP_MODULES, _innermost_module
     bad = []
     for n in gm.graph.nodes:
         if n.op == "call_function" and n.target == torch.ops.aten.linear.default:

@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning (PT2E QAT, DESIGN §5), through the streaming step itself.
+"""Quantization-aware fine-tuning (PT2E QAT), through the streaming step itself.
 
 Why the step and not the offline (T-frame) Enhancer graph: the int8 program that ships is the
 one-hop step, and QAT learns *its* fake-quant ranges. An exported T-frame graph unrolls the GRU
@@ -30,13 +30,25 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.export import Dim
+from torchao.quantization.pt2e import move_exported_model_to_eval
+from torchao.quantization.pt2e.fake_quantize import disable_observer
+from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+from tqdm import tqdm
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.export.step import StreamStep
+from pocketvqe.models.step import StreamStep, capture
+from pocketvqe.quiet import quiet_libraries
+from pocketvqe.train import CompressedSpectralLoss, TrainConfig, speaker_embedding
+from pocketvqe.train import ddp as D
+from pocketvqe.train.loop import enhance_aligned, make_loader
 
 from .config import QATConfig
 from .ptq import META_KEY, fold_decoder_bn, n_signals, resolve_keep_float
+from .xnnpack import percentile_range, xnnpack_quantizer
 
 
 class BatchStep(StreamStep):
@@ -85,12 +97,6 @@ class QATModel:
 def prepare_qat(enhancer, config: QATConfig | None = None) -> QATModel:
     """Export the batched step of a copy of ``enhancer`` in train mode (dynamic batch) and insert
     fake quantization (XNNPACK QAT recipe)."""
-    from torch.export import Dim
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-
-    from pocketvqe.export.lower import _quiet
-
-    from .xnnpack import xnnpack_quantizer
     config = config or QATConfig()
     if not any(p.requires_grad for p in enhancer.parameters()):
         raise PocketVQEError(f"{enhancer.cfg.name} has no trainable parameters (all requires_grad=False): "
@@ -107,7 +113,7 @@ def prepare_qat(enhancer, config: QATConfig | None = None) -> QATModel:
     state = [torch.zeros(B, *s[1:]) for s in step.state_shapes]
     batch = Dim("batch", min=1, max=4096)
     dyn = tuple({0: batch} for _ in range(n_in + len(state)))
-    _quiet()
+    quiet_libraries()
     ep = torch.export.export(step, tuple(sig + state), dynamic_shapes=(dyn,), strict=False)   # forward(*args)
     prepared = prepare_qat_pt2e(ep.module(), xnnpack_quantizer(per_channel=config.per_channel, is_qat=True,
                                                                keep_float=keep, float_dsp=config.float_dsp))
@@ -116,7 +122,6 @@ def prepare_qat(enhancer, config: QATConfig | None = None) -> QATModel:
 
 def _activation_fake_quants(prepared: torch.fx.GraphModule) -> dict[str, nn.Module]:
     """Name -> fake-quant module of every activation (per-tensor) range; weights are per-channel."""
-    from torchao.quantization.pt2e.observer import PerChannelMinMaxObserver
     out = {}
     for name, m in prepared.named_modules():
         obs = getattr(m, "activation_post_process", None)
@@ -130,9 +135,7 @@ def init_ranges(qm: QATModel, batches, percentile: float, progress: bool = False
     calibration sees them) and set every activation range to the ``percentile``-th percentile of the
     per-frame extremes; with ``fixed`` those ranges stay (else the moving averages carry on from
     them). Weights keep their per-channel observers."""
-    from tqdm import tqdm
 
-    from .xnnpack import percentile_range
     _freeze(qm, 0)                                       # BN on running statistics, as in training
     fqs = _activation_fake_quants(qm.prepared)
     lows: dict[str, list] = {k: [] for k in fqs}
@@ -179,14 +182,11 @@ def _speaker(qm: QATModel, batch) -> torch.Tensor | None:
     """Host-side float enrollment of a personalized model's batch (fixed, no gradient)."""
     if not qm.cfg.personalized:
         return None
-    from pocketvqe.train import speaker_embedding
     with torch.no_grad():
         return speaker_embedding(qm.enhancer.eval(), batch["enroll"], batch["enroll_lengths"])
 
 
 def _freeze(qm: QATModel, step: int) -> None:
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.fake_quantize import disable_observer
     if not qm.bn_frozen and step >= qm.config.freeze_bn_after:
         move_exported_model_to_eval(qm.prepared)      # BN uses running statistics from here on
         qm.bn_frozen = True
@@ -225,7 +225,6 @@ def _loss(qm: QATModel, loss_fn, out: torch.Tensor, batch, speaker) -> torch.Ten
     w = qm.config.distill
     loss = loss_fn(out, batch["target"]) * (1.0 - w) if w < 1.0 else 0.0
     if w > 0.0:
-        from pocketvqe.train.loop import enhance_aligned
         with torch.no_grad():
             teacher = enhance_aligned(qm.enhancer.eval(), batch["mic"], batch["far"] if qm.cfg.has_far else None,
                                       speaker)
@@ -234,7 +233,6 @@ def _loss(qm: QATModel, loss_fn, out: torch.Tensor, batch, speaker) -> torch.Ten
 
 
 def _train_config(qm: QATModel):
-    from pocketvqe.train import TrainConfig
     c = qm.config
     return TrainConfig(model=qm.cfg.name, steps=c.steps + c.init_batches, batch=c.batch, lr=c.lr, clip_seconds=c.clip_seconds,
                        scenarios=c.scenarios, data=c.data, seed=c.seed, workers=0, enroll_seconds=c.enroll_seconds,
@@ -242,7 +240,6 @@ def _train_config(qm: QATModel):
 
 
 def _all_reduce_grads(env, params) -> None:
-    import torch.distributed as dist
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])            # one collective per step
     dist.all_reduce(flat)
@@ -256,11 +253,7 @@ def _all_reduce_grads(env, params) -> None:
 def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
     """Fine-tune ``qm.prepared`` for ``config.steps`` steps (DDP-aware under torchrun) -> loss curve
     ``[{step, loss, lr, grad_norm, sec}]`` (loss averaged over ranks), also in ``qm.history``."""
-    from tqdm import tqdm
 
-    from pocketvqe.train import CompressedSpectralLoss
-    from pocketvqe.train import ddp as D
-    from pocketvqe.train.loop import make_loader
     c = qm.config
     env = D.setup("cpu")
     if c.batch % env.world:
@@ -271,7 +264,6 @@ def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
         raise PocketVQEError("the prepared QAT model has no trainable parameters: nothing to fine-tune; use PTQ")
     D.broadcast_buffers(env, qm.prepared)
     if env.distributed:                                          # identical start on every rank
-        import torch.distributed as dist
         for p in params:
             dist.broadcast(p.data, src=0)
     loader, _ = make_loader(_train_config(qm), qm.cfg, env, 0)
@@ -314,10 +306,6 @@ def fine_tune(qm: QATModel, progress: bool = True) -> list[dict]:
 def convert(qm: QATModel) -> torch.fx.GraphModule:
     """Fake-quantized batched step -> int8 step GraphModule with StreamStep's signature (batch 1),
     the same form :func:`pocketvqe.quant.quantize` returns (BN folded into the convs)."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-    from pocketvqe.export.lower import export_model
     t0 = time.perf_counter()
     prepared = move_exported_model_to_eval(copy.deepcopy(qm.prepared))
     with torch.no_grad():
@@ -325,7 +313,7 @@ def convert(qm: QATModel) -> torch.fx.GraphModule:
     for p in conv.parameters():
         p.requires_grad_(False)
     example = StreamStep(qm.enhancer.eval()).example_inputs()
-    gm = export_model(_Unbatch(conv, n_signals(qm.cfg)), example).module()
+    gm = capture(_Unbatch(conv, n_signals(qm.cfg)), example).module()
     losses = [h["loss"] for h in qm.history]
     gm.meta[META_KEY] = {"mode": "qat", "config": qm.config.to_dict(), "keep_float": list(qm.keep_float),
                          "steps": len(qm.history), "loss_first": losses[0] if losses else None,

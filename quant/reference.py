@@ -1,7 +1,6 @@
 """Run a quantized ``.pt2`` (the PyTorch int8 reference of the step) on whole signals.
 
-Importing this module registers the ``.pt2`` loader with :mod:`pocketvqe.inference`, so
-`pocketvqe enhance --model q.pt2` works, and `pocketvqe eval` through ``evaluate.ModelFileProcessor``.
+`pocketvqe enhance --model q.pt2` and `pocketvqe eval` run it through ``pocketvqe.inference.load_model``.
 
 Enrollment (personalized models) runs the float model rebuilt from the weights stored in the
 file: the device program takes the speaker embedding as an input, computed on the host.
@@ -18,16 +17,16 @@ import numpy as np
 import torch
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.inference import pad_for_stream, register_loader
+from pocketvqe.models import Enhancer, ModelConfig
+from pocketvqe.signals import frames_of, pad_for_stream, run_step
 
-from .artifact import load_quantized
+from .artifact import load_quantized, user_input_shapes
 
 
 class QuantizedModel:
     """``.cfg``, ``.meta``, ``.step`` (the int8 GraphModule), ``enroll(pcm)``, ``enhance(mic, far, speaker)``."""
 
     def __init__(self, path: str | os.PathLike):
-        from pocketvqe.models import ModelConfig
         self.path = Path(path)
         ep, self.meta = load_quantized(self.path, with_float_weights=True)
         self._float_sd = self.meta.pop("float_state_dict", None)
@@ -38,7 +37,6 @@ class QuantizedModel:
 
     @staticmethod
     def _state_shapes(ep, n_signals: int) -> list[tuple[int, ...]]:
-        from .artifact import user_input_shapes
         return user_input_shapes(ep)[n_signals:]
 
     def init_state(self) -> list[torch.Tensor]:
@@ -50,7 +48,6 @@ class QuantizedModel:
             if self._float_sd is None:
                 raise PocketVQEError(f"{self.path.name} holds no float weights, so it cannot enroll a speaker: "
                                      "re-create it with `pocketvqe quantize` (it stores them)")
-            from pocketvqe.models import Enhancer
             enh = Enhancer(self.cfg)
             enh.load_state_dict(self._float_sd)
             self._float = enh.eval()
@@ -65,27 +62,10 @@ class QuantizedModel:
         cfg, hop = self.cfg, self.cfg.hop
         delay, n = cfg.algorithmic_latency_samples, len(mic)
         x, f = pad_for_stream(cfg, mic, far)
-        total = len(x)
         spk = None
         if cfg.personalized:
             if speaker is None:
                 raise PocketVQEError(f"model {cfg.name} is personalized: enroll the target speaker first")
-            spk = torch.as_tensor(speaker, dtype=torch.float32).reshape(-1)
-        state, ys = self.init_state(), []
-        for t in range(total // hop):
-            sig = [torch.from_numpy(x[t * hop:(t + 1) * hop])]
-            if f is not None:
-                sig.append(torch.from_numpy(f[t * hop:(t + 1) * hop]))
-            if spk is not None:
-                sig.append(spk)
-            res = self.step(*sig, *state)
-            ys.append(res[0].numpy())
-            state = list(res[1:])
-        return np.concatenate(ys)[delay:delay + n]
-
-
-def load(path: Path) -> QuantizedModel:
-    return QuantizedModel(path)
-
-
-register_loader(".pt2", load)
+            spk = np.asarray(speaker, np.float32).reshape(-1)
+        y, _ = run_step(self.step, frames_of(x, f, hop, spk, tensors=True), self.init_state())
+        return y[delay:delay + n]

@@ -9,15 +9,22 @@ upstream PR pytorch/executorch#21568). We give such nodes their producer's qpara
 ("Failed to create squeeze node": pvqe-s16's GRU input cat -> narrow -> reshape -> linears broke
 it). The consumers of such a node read it with the same qparams too: one tensor, one quantization.
 
->>> q = xnnpack_quantizer()                     # per-channel symmetric int8 weights, int8 activations
->>> q_qat = xnnpack_quantizer(is_qat=True)
+>>> q = ptq_quantizer(recommended_ptq('dvqe-s16'), keep_float=(), dynamic=('enhancer.net.dec.3',))  # doctest: +SKIP
+>>> q_qat = xnnpack_quantizer(per_channel=True, float_dsp=True, is_qat=True)      # doctest: +SKIP
 """
 from __future__ import annotations
 
-import torch
-from torch.fx import Node
+import dataclasses
 
-from .config import OBSERVERS
+import numpy as np
+import torch
+from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+from torch.fx import Node
+from torchao.quantization.pt2e import observer as obs
+from torchao.quantization.pt2e.observer import MinMaxObserver
+from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+from .config import OBSERVERS, PTQConfig
 
 _SHARED_OPS = (torch.ops.aten.slice.Tensor, torch.ops.aten.narrow.default, torch.ops.aten.pad.default,
                torch.ops.aten.constant_pad_nd.default, torch.ops.aten.view.default, torch.ops.aten.reshape.default,
@@ -25,7 +32,6 @@ _SHARED_OPS = (torch.ops.aten.slice.Tensor, torch.ops.aten.narrow.default, torch
 
 
 def _share_qparams_through_data_movement(model: torch.fx.GraphModule) -> None:
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
     key = "quantization_annotation"
     for n in model.graph.nodes:
         if n.op != "call_function" or n.target not in _SHARED_OPS:
@@ -96,7 +102,6 @@ def _unannotate_modules(model: torch.fx.GraphModule, names: tuple[str, ...]) -> 
 def _drop_dangling_shares(model: torch.fx.GraphModule) -> None:
     """After annotations were removed, drop every annotation that shares qparams with an output or
     an input edge that is no longer quantized (repeat until none is left)."""
-    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
     key = "quantization_annotation"
 
     def alive(ref) -> bool:
@@ -123,7 +128,6 @@ def _drop_dangling_shares(model: torch.fx.GraphModule) -> None:
 def percentile_range(frame_min, frame_max, percentile: float) -> tuple[float, float]:
     """(lo, hi) activation range from per-frame extremes: the ``percentile``-th percentile of the
     maxima and the mirrored one of the minima, widened to include 0 (int8 needs 0 exactly)."""
-    import numpy as np
     lo = min(float(np.percentile(np.asarray(frame_min), 100.0 - percentile)), 0.0)
     hi = max(float(np.percentile(np.asarray(frame_max), percentile)), 0.0)
     return lo, hi
@@ -136,7 +140,6 @@ def _frame_percentile_observer(percentile: float):
     saturate instead of stretching the grid for every other frame. The trained dvqe-s16's decoder
     convs peak at ~0.3 on speech frames but ~20 on far-end-only echo frames (1-2 % of them):
     min-max ranges leave speech 3-10 int8 steps (``pocketvqe quant-report``)."""
-    from torchao.quantization.pt2e.observer import MinMaxObserver
 
     class FramePercentileObserver(MinMaxObserver):
         def __init__(self, *args, **kwargs):
@@ -162,7 +165,6 @@ def _frame_percentile_observer(percentile: float):
 
 
 def _activation_observer(name: str, percentile: float = 99.9):
-    from torchao.quantization.pt2e import observer as obs
     if name not in OBSERVERS:
         raise ValueError(f"unknown observer {name!r}: choose one of {OBSERVERS}")
     if name == "percentile":
@@ -171,12 +173,14 @@ def _activation_observer(name: str, percentile: float = 99.9):
             "histogram": obs.HistogramObserver}[name]
 
 
-def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float: tuple[str, ...] = (),
-                      observer: str = "minmax", float_dsp: bool = False, percentile: float = 99.9,
+def xnnpack_quantizer(*, per_channel: bool, float_dsp: bool, observer: str | None = None,
+                      percentile: float = 99.9, is_qat: bool = False, keep_float: tuple[str, ...] = (),
                       dynamic: tuple[str, ...] = ()):
     """XNNPACKQuantizer with static int8 activations and symmetric int8 weights (+ the fixes above).
 
-    ``observer``: activation range observer for PTQ calibration: ``minmax`` (default, fast, keeps
+    It has no defaults of its own for the choices a recipe makes: :class:`PTQConfig` /
+    :class:`QATConfig` (and ``RECIPES``) decide them, and :func:`ptq_quantizer` passes a PTQ recipe's.
+    ``observer``: activation range observer for PTQ calibration (required unless ``is_qat``): ``minmax`` (fast, keeps
     every calibrated peak), ``moving_average`` or ``histogram`` (XNNPACK's default; MSE-optimal
     ranges but ~20x slower to calibrate on thousands of streamed frames) or ``percentile`` (the
     ``percentile``-th percentile of the per-frame extremes: rare extreme frames saturate).
@@ -187,10 +191,8 @@ def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float
     quantized activations (each call's own range, XNNPACK's qd8-f32-qc8w kernels); their other ops
     and their outputs stay fp32. The weights cost int8 bytes, the activations lose no static range.
     """
-    import dataclasses
-
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config)
+    if observer is None and not is_qat:
+        raise ValueError("xnnpack_quantizer: give the PTQ observer (ptq_quantizer(config) passes the recipe's)")
 
     class StreamingXNNPACKQuantizer(XNNPACKQuantizer):
         def annotate(self, model):
@@ -213,3 +215,10 @@ def xnnpack_quantizer(per_channel: bool = True, is_qat: bool = False, keep_float
         act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=ctr.with_args(eps=2 ** -12))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     return StreamingXNNPACKQuantizer().set_global(config)
+
+
+def ptq_quantizer(config: PTQConfig, keep_float: tuple[str, ...], dynamic: tuple[str, ...]):
+    """The quantizer of a PTQ recipe; ``keep_float`` / ``dynamic`` are ``config``'s module names
+    resolved to the step's (``ptq.resolve_keep_float``)."""
+    return xnnpack_quantizer(per_channel=config.per_channel, observer=config.observer, float_dsp=config.float_dsp,
+                             percentile=config.percentile, keep_float=keep_float, dynamic=dynamic)

@@ -10,7 +10,7 @@ import pytest
 from pocketvqe.cli import main
 from pocketvqe.data import prepare_corpus
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.evaluate import (BASELINE, LOADERS, OVERALL, CheckpointProcessor, IdentityProcessor,
+from pocketvqe.evaluate import (BASELINE, OVERALL, ModelProcessor, IdentityProcessor,
                                 PeerProcessor, aggregate, alignment_lag_ms, load_clips, load_processor,
                                 markdown_table, metric_groups, run_processors)
 from pocketvqe.models import get_config, init_checkpoint, save_checkpoint
@@ -88,7 +88,7 @@ def test_metric_groups_follow_the_scenario(clips):
 
 # ---------------------------------------------------------------------------------------------- processors
 def test_load_processor_dispatch_and_errors(tmp_path, checkpoints):
-    assert isinstance(load_processor(checkpoints["dvqe-s16"]), CheckpointProcessor)
+    assert isinstance(load_processor(checkpoints["dvqe-s16"]), ModelProcessor)
     assert load_processor(checkpoints["dvqe-s16"], name="model").name == "model"
     assert isinstance(load_processor("identity"), IdentityProcessor)
     if "speex_ns" in PEERS_OK:
@@ -103,12 +103,6 @@ def test_load_processor_dispatch_and_errors(tmp_path, checkpoints):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(PocketVQEError, match="corrupt"):
         load_processor(bad)
-
-
-def test_a_new_model_format_is_one_registry_line(tmp_path, monkeypatch):
-    monkeypatch.setitem(LOADERS, ".fake", lambda path, name=None: IdentityProcessor(name or path.stem))
-    (tmp_path / "m.fake").write_bytes(b"")
-    assert load_processor(tmp_path / "m.fake").name == "m"
 
 
 def test_identity_scores_equal_the_input_baseline(clips):
@@ -145,7 +139,7 @@ def test_outputs_of_the_wrong_shape_or_nan_are_refused(clips):
 
 
 def test_personalized_checkpoint_enrolls_and_turns_on_pdnsmos(clips, checkpoints):
-    proc = CheckpointProcessor(checkpoints["pvqe-s16"])
+    proc = ModelProcessor(checkpoints["pvqe-s16"])
     assert proc.personalized
     clip = by_scenario(clips, "interferer")[0]
     y = proc.process(clip)

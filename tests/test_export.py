@@ -4,7 +4,7 @@ Real speech: the LibriVox recordings of Debian's pocketsphinx-testdata (16 kHz) 
 Exports are shared per module (each takes 20-60 s on this machine): ns-s16 fp32 (through the
 `pocketvqe export` CLI) and int8 PTQ, pvqe-s16 fp32 and int8 (with the enrollment methods). Models are
 random-init with non-trivial BatchNorm statistics, so int8 ranges are like a trained model's.
-Tolerances (DESIGN §8): fp32 .pte vs eager step SNR > 70 dB; int8 .pte vs the int8 reference
+Tolerances: fp32 .pte vs eager step SNR > 70 dB; int8 .pte vs the int8 reference
 SNR > 35 dB; enrollment cosine > 0.999 (fp32 programs), > 0.99 (int8 programs).
 """
 from __future__ import annotations

@@ -1,20 +1,21 @@
 """report.html / report.md: tables carry the numbers, the page is self-contained and works in a real browser."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import re
 import shutil
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+from PIL import Image
 from scipy.signal import istft, resample_poly, stft
 
-from pocketvqe.device_tests.report import ReportData, encode_png, encode_wav, render_html, write_report
-from pocketvqe.device_tests.report_browser import check_page, find_chromium
+from pocketvqe.report import ReportData, check_page, encode_wav, find_chromium, render_html, write_report
 
 SR, HOP = 16000, 160
 
@@ -27,7 +28,6 @@ def _speech(tmp_path: Path) -> np.ndarray:
     if exe:
         wav = tmp_path / "tts.wav"
         subprocess.run([exe, "-s", "165", "-w", str(wav), SENTENCE], check=True, capture_output=True, timeout=30)
-        import soundfile as sf
         x, sr = sf.read(wav, dtype="float64")
         x = resample_poly(x, SR, sr) if sr != SR else x
         return 0.5 * x / np.max(np.abs(x))
@@ -192,23 +192,48 @@ def test_html_is_self_contained(report):
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert page.count("<audio ") == len(data.audio)
     assert page.count("data:audio/wav;base64,") == len(data.audio)
-    # 4 tracks + 2 int8-vs-float error panels + colour bar
-    assert page.count("data:image/png;base64,") == len(data.audio) + 2 + 1
+    # 4 tracks + 2 int8-vs-float error panels + colour bar + latency histogram
+    assert page.count("data:image/png;base64,") == len(data.audio) + 2 + 1 + 1
     assert "Content-Security-Policy" in page
 
 
-def test_png_and_wav_encoders_roundtrip():
-    img = np.zeros((3, 5, 3), np.uint8)
-    img[1, 2] = (255, 10, 20)
-    png = encode_png(img)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    w, h = struct.unpack(">II", png[16:24])
-    assert (w, h) == (5, 3)
-    idat = png[png.index(b"IDAT") + 4: png.index(b"IEND") - 8]
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(3, 16)
-    assert (raw[:, 0] == 0).all() and tuple(raw[1, 1 + 6: 1 + 9]) == (255, 10, 20)
+def _embedded_images(page: str) -> dict[str, Image.Image]:
+    """alt text -> decoded PNG of every <img> on the page."""
+    out = {}
+    for src, alt in re.findall(r'<img[^>]* src="data:image/png;base64,([^"]*)"[^>]* alt="([^"]*)"', page):
+        im = Image.open(io.BytesIO(base64.b64decode(src, validate=True)))
+        assert im.format == "PNG", alt
+        im.load()                                                     # decodes every pixel: a broken PNG raises
+        out[alt] = im
+    return out
 
-    import soundfile as sf, io
+
+def test_embedded_images_are_real_pngs(report):
+    data, html_path, _ = report
+    page = html_path.read_text(encoding="utf-8")
+    images = _embedded_images(page)
+    assert len(images) == page.count("data:image/png;base64,") == len(data.audio) + 4
+    specs = {alt: im for alt, im in images.items() if alt.startswith("spectrogram of ")}
+    assert sorted(specs) == sorted([f"spectrogram of {n}" for n in data.audio]
+                                   + ["spectrogram of int8 host − float", "spectrogram of int8 ARM (qemu) − float"])
+    sizes = {im.size for im in specs.values()}
+    assert len(sizes) == 1, sizes                                     # same plot box: panels line up
+    w, h = sizes.pop()
+    assert 800 <= w <= 1400 and 120 <= h <= 400
+    hist = images["per-frame latency histogram"]
+    assert hist.width == w and 200 <= hist.height <= 600
+    bar = images["colour scale"]
+    assert 100 <= bar.width <= 600 and 10 <= bar.height <= 100
+    for alt, im in images.items():
+        px = np.asarray(im.convert("RGB"), dtype=np.float64)
+        assert px.std() > 10, alt                                     # a picture, not a blank rectangle
+    # the noisy input fills its panel with colour; the int8 error panel is mostly the colour map's floor
+    loud = np.asarray(specs["spectrogram of input (mic)"].convert("L"), dtype=np.float64).mean()
+    quiet = np.asarray(specs["spectrogram of int8 host − float"].convert("L"), dtype=np.float64).mean()
+    assert loud > quiet + 20, (loud, quiet)
+
+
+def test_wav_encoder_roundtrip():
     x = np.array([0.0, 0.5, -0.5, 1.5, -2.0], np.float32)
     y, sr = sf.read(io.BytesIO(encode_wav(x, 16000)), dtype="float32")
     assert sr == 16000 and np.allclose(y, np.clip(x, -1, 1), atol=1e-4)
@@ -244,8 +269,8 @@ def test_report_in_headless_browser(report, tmp_path):
     res = check_page(html_path, screenshot=shot, timeout=45)
     assert res.title == data.title
     assert res.page["h1"] == data.title
-    assert res.page["tables"] == 3 and res.page["svgs"] == 1 and res.page["scripts"] == 0
-    assert len(res.images) == len(data.audio) + 3
+    assert res.page["tables"] == 3 and res.page["scripts"] == 0
+    assert len(res.images) == len(data.audio) + 4               # spectrograms, 2 error panels, colour bar, histogram
     for im in res.images:
         assert im["src"] == "data:image/png;base64" and im["naturalWidth"] > 0 and im["shownWidth"] > 0, im
     assert len(res.audio) == len(data.audio)

@@ -21,6 +21,8 @@ import pytest
 
 from pocketvqe.device_tests.targets import RunResult, get_target, list_targets, stack_frames
 from pocketvqe.device_tests.targets import adb as adb_mod
+from pocketvqe.cli import main
+from pocketvqe.device_tests import qemu_env
 from pocketvqe.device_tests.targets import qemu as qemu_mod
 from pocketvqe.device_tests.targets.base import check_state
 from pocketvqe.device_tests.targets.ssh import SshTarget
@@ -164,7 +166,7 @@ def test_host_fp32_matches_eager_with_state_threaded(tiny, host_results):
 def test_host_int8_matches_pt2e_reference_and_is_quantized(tiny, host_results):
     res = host_results["int8"]
     ref_y, _ = eager(tiny.qref, tiny.frames, tiny.h0)
-    assert snr_db(ref_y, res.outputs[0]) > 35  # DESIGN §8: int8 .pte (host) vs PyTorch int8 reference
+    assert snr_db(ref_y, res.outputs[0]) > 35  # int8 .pte (host) vs PyTorch int8 reference
     diff_fp32 = np.abs(res.outputs[0] - host_results["fp32"].outputs[0]).max()
     assert diff_fp32 > 1e-4, "the int8 program gives fp32 outputs: quantization did not happen"
 
@@ -202,13 +204,13 @@ def test_get_target_specs():
 # qemu-arm64 (real emulation)
 
 
-def _sysroot_or_skip() -> qemu_mod.Sysroot:
+def _sysroot_or_skip() -> qemu_env.Sysroot:
     if shutil.which("qemu-aarch64") is None:
         msg = "qemu-aarch64 missing: `apt-get install qemu-user` (the Makefile's sysdeps install it)"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    sysroot = qemu_mod.Sysroot()
+    sysroot = qemu_env.Sysroot()
     sysroot.setup()  # idempotent: cached after the first build
     return sysroot
 
@@ -220,7 +222,7 @@ def test_qemu_arm64_matches_host_fp32_and_int8(tiny, host_results):
     info = target.describe()
     assert info["emulated"] and info["ready"] and info["arch"] == "aarch64"
     assert info["runtime"] == "executorch-numpy-runtime" and info["et_version"]
-    for name, min_snr in (("fp32", 100.0), ("int8", 30.0)):  # DESIGN §8: int8 ARM vs host SNR > 30 dB
+    for name, min_snr in (("fp32", 100.0), ("int8", 30.0)):  # int8 ARM vs host SNR > 30 dB
         res = target.run_frames(getattr(tiny, name), tiny.frames, 1, [tiny.h0], time_it=True)
         host = host_results[name]
         assert res.emulated and res.per_frame_us is None, "emulated runs must not report timings"
@@ -281,33 +283,33 @@ def test_ssh_flow_over_a_local_transport_with_the_emulated_python(tiny, host_res
 
 def test_mirror_from_deb822_sources(tmp_path, monkeypatch):
     monkeypatch.delenv("POCKETVQE_DEBIAN_MIRROR", raising=False)
-    monkeypatch.setattr(qemu_mod, "_os_release", lambda: {"VERSION_CODENAME": "bookworm"})
+    monkeypatch.setattr(qemu_env, "_os_release", lambda: {"VERSION_CODENAME": "bookworm"})
     d = tmp_path / "sources.list.d"
     d.mkdir()
     (d / "debian.sources").write_text(
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
         "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
         "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    assert qemu_mod.find_debian_mirror(tmp_path) == ("http://mirror.example/debian",
+    assert qemu_env.find_debian_mirror(tmp_path) == ("http://mirror.example/debian",
                                                      "/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
 def test_mirror_from_one_line_sources_and_env_override(tmp_path, monkeypatch):
     monkeypatch.delenv("POCKETVQE_DEBIAN_MIRROR", raising=False)
-    monkeypatch.setattr(qemu_mod, "_os_release", lambda: {"VERSION_CODENAME": "trixie"})
+    monkeypatch.setattr(qemu_env, "_os_release", lambda: {"VERSION_CODENAME": "trixie"})
     (tmp_path / "sources.list").write_text("# deb http://old/ trixie main\n"
                                            "deb [signed-by=/k.gpg] http://mirror.example/debian/ trixie main\n")
-    assert qemu_mod.find_debian_mirror(tmp_path) == ("http://mirror.example/debian", "/k.gpg")
+    assert qemu_env.find_debian_mirror(tmp_path) == ("http://mirror.example/debian", "/k.gpg")
     monkeypatch.setenv("POCKETVQE_DEBIAN_MIRROR", "http://other.example/debian/")
-    assert qemu_mod.find_debian_mirror(tmp_path)[0] == "http://other.example/debian"
+    assert qemu_env.find_debian_mirror(tmp_path)[0] == "http://other.example/debian"
 
 
 def test_mirror_missing_names_the_override(tmp_path, monkeypatch):
     monkeypatch.delenv("POCKETVQE_DEBIAN_MIRROR", raising=False)
-    monkeypatch.setattr(qemu_mod, "_os_release", lambda: {"VERSION_CODENAME": "noble"})
+    monkeypatch.setattr(qemu_env, "_os_release", lambda: {"VERSION_CODENAME": "noble"})
     (tmp_path / "sources.list").write_text("deb http://archive.example/ubuntu noble-updates main\n")
     with pytest.raises(PocketVQEError, match="POCKETVQE_DEBIAN_MIRROR"):
-        qemu_mod.find_debian_mirror(tmp_path)
+        qemu_env.find_debian_mirror(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,8 +491,6 @@ def test_adb_script_threads_state_files():
 
 
 def test_cli_list_and_describe(capsys):
-    from pocketvqe.cli import main
-
     assert main(["device", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["target"] for r in rows} >= {"host", "qemu-arm64"}
@@ -504,9 +504,7 @@ def test_cli_list_and_describe(capsys):
 
 
 def test_cli_setup_is_idempotent(capsys):
-    from pocketvqe.cli import main
-
-    if not qemu_mod.Sysroot().ready():
+    if not qemu_env.Sysroot().ready():
         pytest.skip("sysroot not built (the qemu-arm64 test builds it)")
     assert main(["device", "setup", "qemu-arm64"]) == 0
     assert "nothing to do" in capsys.readouterr().err

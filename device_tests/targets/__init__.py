@@ -27,9 +27,14 @@ import shutil
 import subprocess
 from typing import Any
 
+from pocketvqe.device_tests.qemu_env import QEMU, Sysroot
 from pocketvqe.errors import PocketVQEError
 
+from .adb import AdbTarget, parse_devices
 from .base import RunResult, Target, stack_frames
+from .host import HostTarget
+from .qemu import QemuArm64Target
+from .ssh import SshTarget
 
 __all__ = ["RunResult", "Target", "get_target", "list_targets", "stack_frames", "TARGET_SPECS"]
 
@@ -42,26 +47,20 @@ def get_target(spec: str, **options: Any) -> Target:
     spec = (spec or "").strip()
     kind, _, arg = spec.partition(":")
     if kind == "host" and not arg:
-        from .host import HostTarget
         return HostTarget()
     if kind in ("qemu-arm64", "qemu") and not arg:
-        from .qemu import QemuArm64Target
         return QemuArm64Target(cache_dir=options.get("cache_dir"))
     if kind == "adb":
-        from .adb import AdbTarget
         return AdbTarget(arg or None, runner=options.get("runner"), adb=options.get("adb"))
     if kind == "ssh":
         if not arg:
             raise PocketVQEError("ssh needs a host: give ssh:HOST (user@board or an ~/.ssh/config alias)")
-        from .ssh import SshTarget
         return SshTarget(arg, python=options.get("python"), ssh_opts=options.get("ssh_opts"))
     raise PocketVQEError(f"unknown target {spec!r}: use one of {', '.join(TARGET_SPECS)}")
 
 
 def list_targets(cache_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """What this machine can run on now, and what is configured (no emulator start, no ssh)."""
-    from .qemu import QEMU, Sysroot
-
     rows: list[dict[str, Any]] = [{"target": "host", "available": True, "detail": "in-process executorch runtime"}]
     sysroot = Sysroot(cache_dir)
     has_qemu = shutil.which(QEMU) is not None
@@ -77,7 +76,6 @@ def list_targets(cache_dir: str | os.PathLike | None = None) -> list[dict[str, A
     runner = os.environ.get("POCKETVQE_ADB_RUNNER")
     runner_note = f"runner {runner}" if runner else "no runner: set POCKETVQE_ADB_RUNNER or pass --runner"
     if shutil.which(adb):
-        from .adb import parse_devices
         try:
             out = subprocess.run([adb, "devices", "-l"], capture_output=True, text=True, timeout=20).stdout
             devices = parse_devices(out)

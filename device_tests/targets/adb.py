@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from executorch.runtime import Runtime
 
 from pocketvqe.errors import PocketVQEError
 
@@ -97,7 +98,6 @@ class TensorSpec:
 
 def method_specs(pte: Path, method: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Input and output tensor specs of ``method`` read on the host (no execution)."""
-    from executorch.runtime import Runtime
 
     try:
         program = Runtime.get().load_program(str(pte))

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from executorch.runtime import Runtime
 
 from pocketvqe.errors import PocketVQEError
 
@@ -54,7 +56,6 @@ class HostTarget:
     emulated = False
 
     def describe(self) -> dict[str, Any]:
-        from executorch.runtime import Runtime
 
         rt = Runtime.get()
         try:
@@ -74,8 +75,6 @@ class HostTarget:
     def run_frames(self, pte_path: str | os.PathLike, frames: FramesLike, n_state: int,
                    init_state: Sequence[np.ndarray], method: str = "forward", threads: int = 1,
                    time_it: bool = False, warmup: int = 0) -> RunResult:
-        import torch
-        from executorch.runtime import Runtime
 
         pte = check_pte(pte_path)
         stacked = [torch.from_numpy(a) for a in stack_frames(frames)]

@@ -27,8 +27,17 @@ import numpy as np
 
 from pocketvqe.errors import PocketVQEError
 
-from .base import (RUNNER_SCRIPT, FramesLike, RunResult, check_pte, check_state, parse_ok_line,
-                   read_job_results, stack_frames, write_job)
+from .base import (
+    RUNNER_SCRIPT,
+    FramesLike,
+    RunResult,
+    check_pte,
+    check_state,
+    parse_ok_line,
+    read_job_results,
+    stack_frames,
+    write_job,
+)
 
 Exec = Callable[[Sequence[str], "str | None"], subprocess.CompletedProcess]
 

@@ -7,6 +7,24 @@ are refused: timings under emulation mean nothing.
 """
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pocketvqe.audio import read_audio, resample
+from pocketvqe.device_tests.bench import BenchConfig, format_bench_table, refuse_emulated, row_name, run_bench
+from pocketvqe.device_tests.measure import speech_like
+from pocketvqe.device_tests.parity import load_float_reference
+from pocketvqe.device_tests.targets import get_target
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.export.runner import ProgramModel
+from pocketvqe.fileio import write_json
+from pocketvqe.models.step import StreamStep
+from pocketvqe.signals import frames_of
+
 HELP = "per-frame latency (p50/p90/p99/max, RTF, deadline misses) of a .pte; on host vs float eager and fp32"
 
 
@@ -25,10 +43,7 @@ def add_arguments(p):
 
 def _float_step(args, prog, manifest: dict, notes: list):
     """The float eager StreamStep of --ckpt or of the manifest's checkpoint, or None (with a note)."""
-    from pathlib import Path
 
-    from pocketvqe.device_tests.parity import load_float_reference
-    from pocketvqe.export.step import StreamStep
     ckpt = args.ckpt or manifest.get("checkpoint")
     if args.ckpt or (isinstance(ckpt, str) and ckpt.endswith(".pt") and Path(ckpt).is_file()):
         return StreamStep(load_float_reference(ckpt, prog.cfg)).eval()
@@ -38,10 +53,7 @@ def _float_step(args, prog, manifest: dict, notes: list):
 
 
 def _frames(args, prog, notes: list):
-    import numpy as np
 
-    from pocketvqe.audio import read_audio, resample
-    from pocketvqe.device_tests.measure import frames_of, speech_like
     cfg = prog.cfg
     if args.mic:
         x, sr = read_audio(args.mic, what="mic")
@@ -61,18 +73,8 @@ def _frames(args, prog, notes: list):
 
 
 def run(args) -> int:
-    import json
-    import sys
-    from pathlib import Path
 
-    import torch
 
-    from pocketvqe.device_tests.bench import BenchConfig, format_bench_table, refuse_emulated, row_name, run_bench
-    from pocketvqe.device_tests.measure import json_safe
-    from pocketvqe.device_tests.targets import get_target
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.export.runner import ProgramModel
-    from pocketvqe.fileio import atomic_write_text
 
     config = BenchConfig(frames=args.frames, warmup=args.warmup, threads=args.threads)
     target = get_target(args.target, cache_dir=args.cache, runner=args.runner)
@@ -86,7 +88,7 @@ def run(args) -> int:
     manifest_path = pte.resolve().parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     notes: list[str] = []
-    name = row_name(prog.quant)
+    name = row_name(prog.precision)
     step = _float_step(args, prog, manifest, notes) if target.name == "host" else None
     others = {}
     fp32 = pte.parent / f"{cfg.name}-fp32.pte"
@@ -98,7 +100,7 @@ def run(args) -> int:
     frames = _frames(args, prog, notes)
     init = [s.numpy() for s in prog.init_state()]
     hop_ms = 1000.0 * cfg.hop / cfg.sample_rate
-    print(f"bench: {pte.name} ({cfg.name}, {prog.quant}) on {target.name}, {config.frames} frames per variant",
+    print(f"bench: {pte.name} ({cfg.name}, {prog.precision}) on {target.name}, {config.frames} frames per variant",
           file=sys.stderr, flush=True)
     res = run_bench(pte, frames, init, hop_ms=hop_ms, target=target, config=config, name=name,
                     float_step=step, others=others)
@@ -107,5 +109,5 @@ def run(args) -> int:
     for note in res["notes"]:
         print(f"note: {note}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(json_safe(res), indent=2) + "\n")
+        write_json(args.json, res)
     return 0

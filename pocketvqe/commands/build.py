@@ -1,16 +1,23 @@
-"""`pocketvqe build`: the main job, checkpoint -> int8 .pte + self-check + report."""
+"""`pocketvqe build`: the main job, checkpoint -> fp32 + int8 .pte + self-check + parity + bench + report."""
 from __future__ import annotations
+
+import json
+import sys
+
+from pocketvqe.build import BuildConfig, build
+from pocketvqe.device_tests.bench import format_bench_table
+from pocketvqe.device_tests.parity import format_parity_table
+from pocketvqe.quant.config import OBSERVERS
 
 HELP = "checkpoint -> fp32 + int8 .pte, manifest, parity (host, qemu-arm64), bench and report"
 
 
 def add_arguments(p):
-    from pocketvqe.quant.config import OBSERVERS
-
     p.add_argument("--config", default="dvqe-s16", help="config name (uses the shipped checkpoint)")
     p.add_argument("--ckpt", help="checkpoint to build instead of the shipped one")
-    p.add_argument("--quant", default="ptq", help="int8 program: ptq (calibrated on simulated clips) or a "
-                   "quantized model Q.pt2 from `pocketvqe quantize` (e.g. --mode qat)")
+    p.add_argument("--int8", "--quant", dest="int8", default="ptq",
+                   help="the int8 program: ptq (post-training quantization with the config's measured recipe) or a "
+                        "quantized model Q.pt2 from `pocketvqe quantize` (e.g. --mode qat); --quant is the older name")
     p.add_argument("--keep-float", nargs="*", default=None, metavar="MODULE",
                    help="PTQ: modules kept fp32 (default: the config's measured recipe, none for the shipped "
                         "configs; give the flag alone for none)")
@@ -21,33 +28,26 @@ def add_arguments(p):
                    help="PTQ activation observer (default: the config's measured recipe, histogram for pvqe-s16, "
                         "else percentile)")
     p.add_argument("--out", default="build", help="output folder")
-    p.add_argument("--calib-clips", type=int, default=8)
     p.add_argument("--bench-frames", type=int, default=1000)
     p.add_argument("--data", help="corpus root (default: a quick corpus in the cache)")
     p.add_argument("--no-qemu", action="store_true", help="skip the qemu-arm64 parity run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true",
-                   help="exit 1 when a parity row misses its tolerance (the report always says so)")
+                   help="exit 1 when a parity row or a self-check misses its tolerance (the report always says so)")
 
 
 def run(args) -> int:
-    import json
-    import sys
-
-    from pocketvqe.build import BuildConfig, build
-    keep_float = None if args.keep_float is None else tuple(args.keep_float)
-    dynamic = None if args.dynamic is None else tuple(args.dynamic)
-    bc = BuildConfig(config=args.config, ckpt=args.ckpt, quant=args.quant, keep_float=keep_float, observer=args.observer,
-                     dynamic=dynamic,
-                     out=args.out, calib_clips=args.calib_clips,
-                     bench_frames=args.bench_frames, data=args.data, qemu=not args.no_qemu, seed=args.seed)
+    bc = BuildConfig(config=args.config, ckpt=args.ckpt, int8=args.int8,
+                     keep_float=None if args.keep_float is None else tuple(args.keep_float),
+                     observer=args.observer, dynamic=None if args.dynamic is None else tuple(args.dynamic),
+                     out=args.out, bench_frames=args.bench_frames, data=args.data, qemu=not args.no_qemu,
+                     seed=args.seed)
     summary = build(bc)
-    from pocketvqe.device_tests.bench import format_bench_table
-    from pocketvqe.device_tests.parity import format_parity_table
     print(format_parity_table(summary["parity"]))
     print(format_bench_table(summary["bench"]))
     print(json.dumps({"out": summary["out"], "sizes": summary["sizes"]}, indent=2))
     failed = [f"{r['target']}/{r['variant']}" for r in summary["parity"] if not r["pass"]]
+    failed += [f"self-check/{q}" for q, c in summary["checks"].items() if not c["pass"]]
     if failed:
-        print(f"parity outside tolerance: {', '.join(failed)} (see {args.out}/report.md)", file=sys.stderr)
+        print(f"outside tolerance: {', '.join(failed)} (see {args.out}/report.html)", file=sys.stderr)
     return 1 if failed and args.check else 0

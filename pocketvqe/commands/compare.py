@@ -10,6 +10,12 @@ as `pocketvqe eval`; each system's real-time factor is measured in the same run.
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.evaluate import PeerProcessor, load_processor, markdown_table, report, run_processors, write_outputs
+from pocketvqe.peers import PEERS, available_peers
 
 from .eval import add_common, prepare, set_threads, split_list
 
@@ -27,9 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def select_peers(spec: str) -> tuple[list, dict[str, str]]:
     """(processors, skipped {name: reason}) for --peers."""
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.evaluate import PeerProcessor
-    from pocketvqe.peers import PEERS, available_peers
 
     spec = (spec or "all").strip()
     if spec == "none":
@@ -46,11 +49,7 @@ def select_peers(spec: str) -> tuple[list, dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-    import time
 
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.evaluate import load_processor, markdown_table, report, run_processors, write_outputs
 
     t0 = time.perf_counter()
     set_threads(args.threads)

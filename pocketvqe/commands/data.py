@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..data import SimConfig, default_root, load_manifest, make_eval_set, prepare_corpus
+
 HELP = "build the offline training corpus (prepare), show it (info), write a fixed evaluation set (eval-set)"
 
 
@@ -44,7 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import SimConfig, default_root, load_manifest, make_eval_set, prepare_corpus
 
     root = args.root or default_root()
     if args.data_command == "prepare":

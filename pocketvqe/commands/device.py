@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from pocketvqe.device_tests.qemu_env import Sysroot
+from pocketvqe.device_tests.targets import get_target, list_targets
+
 HELP = "set up and inspect device targets: host, qemu-arm64, adb[:SERIAL], ssh:HOST"
 
 
@@ -46,11 +49,7 @@ def _print_kv(d: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pocketvqe.device_tests.targets import get_target, list_targets
-
     if args.action == "setup":
-        from pocketvqe.device_tests.targets.qemu import Sysroot
-
         Sysroot(args.cache).setup(force=args.force)
         return 0
 

@@ -1,6 +1,12 @@
 """`pocketvqe enhance`: run a model file (checkpoint, .pt2 or .pte) on a wav file."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from pocketvqe.audio import read_audio, write_audio
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.inference import enhance_arrays, load_model
+
 HELP = "enhance a recording with a checkpoint (.pt), quantized model (.pt2) or program (.pte)"
 
 
@@ -14,11 +20,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pathlib import Path
 
-    from pocketvqe.audio import read_audio, write_audio
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.inference import enhance_arrays, load_model
 
     if Path(args.out).resolve() in {Path(p).resolve() for p in (args.mic, args.far, args.enroll) if p}:
         raise PocketVQEError(f"--out {args.out} is one of the inputs: inputs are never overwritten, pick another path")

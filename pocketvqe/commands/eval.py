@@ -11,6 +11,25 @@ per-scenario and overall means (``scenarios.<scenario>.input`` / ``.model``) and
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pocketvqe.data import default_root
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.evaluate import (
+    DEFAULT_SEED,
+    eval_set_dir,
+    load_clips,
+    load_processor,
+    markdown_table,
+    report,
+    run_processors,
+    write_outputs,
+)
+from pocketvqe.metrics import GROUPS
 
 HELP = "score a model on the fixed evaluation set per scenario (PESQ, STOI, SI-SDR, DNSMOS, AECMOS, ERLE, ...)"
 
@@ -51,12 +70,7 @@ def split_list(text: str | None) -> list[str] | None:
 
 def prepare(args: argparse.Namespace):
     """(clips, which, eval_set info) from the shared options."""
-    from pathlib import Path
 
-    from pocketvqe.data import default_root
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.evaluate import DEFAULT_SEED, eval_set_dir, load_clips
-    from pocketvqe.metrics import GROUPS
 
     if args.n_per_scenario < 1:
         raise PocketVQEError(f"--n-per-scenario {args.n_per_scenario}: give at least 1")
@@ -83,15 +97,11 @@ def prepare(args: argparse.Namespace):
 
 
 def set_threads(n: int) -> None:
-    import torch
     torch.set_num_threads(n)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-    import time
 
-    from pocketvqe.evaluate import markdown_table, report, run_processors, write_outputs, load_processor
 
     t0 = time.perf_counter()
     set_threads(args.threads)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 
+from pocketvqe.models import get_config, list_configs
+from pocketvqe.models.profile import describe
+
 HELP = "show a model config: sample rate, hop, params, MACs per frame, latency, state shapes"
 
 
@@ -14,8 +17,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pocketvqe.models import get_config, list_configs
-    from pocketvqe.models.profile import describe
     if args.list:
         rows = [describe(get_config(n)) for n in list_configs()]
         if args.json:

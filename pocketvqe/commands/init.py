@@ -1,6 +1,8 @@
 """`pocketvqe init`: write a randomly initialised (seeded) checkpoint of a registered config."""
 from __future__ import annotations
 
+from pocketvqe.models import get_config, init_checkpoint, save_checkpoint
+
 HELP = "write a randomly initialised checkpoint (seeded) of a registered config"
 
 
@@ -11,7 +13,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pocketvqe.models import get_config, init_checkpoint, save_checkpoint
     enh = init_checkpoint(get_config(args.config), args.seed)
     path = save_checkpoint(args.out, enh, meta={"init_seed": args.seed, "trained_steps": 0})
     print(f"wrote {path} ({sum(p.numel() for p in enh.parameters()):,} params, seed {args.seed})")

@@ -9,6 +9,29 @@ status 1 when the program misses the tolerances of its manifest.
 """
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pocketvqe.audio import match_length, read_audio, resample
+from pocketvqe.device_tests.parity import (
+    format_parity_table,
+    manifest_beside,
+    manifest_tolerances,
+    reference_outputs,
+    resolve_references,
+    run_parity,
+)
+from pocketvqe.device_tests.targets import get_target
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.export.runner import ProgramModel
+from pocketvqe.fileio import write_json
+from pocketvqe.models.step import StreamStep
+from pocketvqe.signals import frames_of
+
 HELP = "run a .pte on a target over a recording; SNR / PESQ vs the float and int8 references, pass/fail"
 
 
@@ -29,7 +52,6 @@ def add_arguments(p):
 
 
 def _signal(path, rate: int, what: str, channel, notes: list):
-    from pocketvqe.audio import read_audio, resample
     x, sr = read_audio(path, channel=channel, what=what)
     if sr != rate:
         notes.append(f"{what} {path} is {sr} Hz: resampled to the model's {rate} Hz")
@@ -39,10 +61,7 @@ def _signal(path, rate: int, what: str, channel, notes: list):
 
 def _inputs(args, cfg, enh, notes: list):
     """(mic, far or None, speaker or None) at the model's rate."""
-    import numpy as np
 
-    from pocketvqe.audio import match_length
-    from pocketvqe.errors import PocketVQEError
     rate, hop = cfg.sample_rate, cfg.hop
     mic = _signal(args.mic, rate, "mic", args.channel, notes)
     if len(mic) < 2 * hop:
@@ -68,20 +87,8 @@ def _inputs(args, cfg, enh, notes: list):
 
 
 def run(args) -> int:
-    import json
-    import sys
-    from pathlib import Path
 
-    import torch
 
-    from pocketvqe.device_tests.measure import frames_of, json_safe
-    from pocketvqe.device_tests.parity import (format_parity_table, manifest_beside, manifest_tolerances,
-                                               reference_outputs, resolve_references, run_parity)
-    from pocketvqe.device_tests.targets import get_target
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.export.runner import ProgramModel
-    from pocketvqe.export.step import StreamStep
-    from pocketvqe.fileio import atomic_write_text
 
     torch.set_num_threads(1)
     pte = Path(args.pte)
@@ -90,9 +97,9 @@ def run(args) -> int:
     target = get_target(args.target, cache_dir=args.cache, runner=args.runner)
     prog = ProgramModel(pte)
     manifest = manifest_beside(pte)
-    tolerances = manifest_tolerances(manifest, pte.name, prog.quant)
+    tolerances = manifest_tolerances(manifest, pte.name, prog.precision)
     quant_info = json.loads(prog.metadata.get("quant_json") or "{}")
-    enh, int8, notes = resolve_references(args.ref, prog.cfg, prog.quant, manifest, quant_info)
+    enh, int8, notes = resolve_references(args.ref, prog.cfg, prog.precision, manifest, quant_info)
     cfg = prog.cfg
     mic, far, speaker = _inputs(args, cfg, enh, notes)
     step = StreamStep(enh).eval()
@@ -101,10 +108,10 @@ def run(args) -> int:
         raise PocketVQEError(f"{pte.name} has state shapes {prog.state_shapes} but the reference model "
                              f"{[tuple(s.shape) for s in init]}: give the checkpoint the program was exported from")
     frames = frames_of(mic, far, cfg.hop, speaker)
-    print(f"parity: {pte.name} ({cfg.name}, {prog.quant}) on {target.name}, {len(frames)} frames "
+    print(f"parity: {pte.name} ({cfg.name}, {prog.precision}) on {target.name}, {len(frames)} frames "
           f"({len(frames) * cfg.hop / cfg.sample_rate:.1f} s)", file=sys.stderr, flush=True)
     refs = reference_outputs(frames, init, step, int8)
-    row = run_parity(pte, frames, init, refs, target=target, quant=prog.quant, tolerances=tolerances,
+    row = run_parity(pte, frames, init, refs, target=target, precision=prog.precision, tolerances=tolerances,
                      sample_rate=cfg.sample_rate, pesq=not args.no_pesq)
     row = {"model": cfg.name, **row, "notes": notes + row["notes"]}
     print(format_parity_table([row]))
@@ -113,5 +120,5 @@ def run(args) -> int:
     for failure in row["failures"]:
         print(f"FAIL: {failure}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(json_safe(row), indent=2) + "\n")
+        write_json(args.json, row)
     return 1 if row["pass"] is False else 0

@@ -6,11 +6,18 @@ and the smallest keep_float set found (greedy) that meets an end-to-end SQNR tar
 """
 from __future__ import annotations
 
+import json
+
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.fileio import atomic_write_text, json_safe
+from pocketvqe.models import load_checkpoint
+from pocketvqe.quant import PTQConfig, calibration_frames, format_table, propose_keep_float, sensitivity
+from pocketvqe.quant.config import OBSERVERS
+
 HELP = "per-layer int8 SQNR ranking and a mixed-precision (keep_float) proposal"
 
 
 def add_arguments(p):
-    from pocketvqe.quant.config import OBSERVERS
     p.add_argument("--ckpt", required=True, help="float checkpoint (.pt)")
     p.add_argument("--config", help="expected model config name: refuse a checkpoint of another config")
     p.add_argument("--calib-clips", type=int, default=4, help="calibration clips, also the measured audio (default 4)")
@@ -29,12 +36,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import json
 
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.fileio import atomic_write_text, finite_json
-    from pocketvqe.models import load_checkpoint
-    from pocketvqe.quant import PTQConfig, calibration_frames, format_table, propose_keep_float, sensitivity
 
     if args.max_trials < 0 or args.top < 1:
         raise PocketVQEError("--max-trials must be >= 0 and --top >= 1")
@@ -57,5 +59,5 @@ def run(args) -> int:
     if args.json:
         doc = {"report": rep.to_dict(), "proposal": prop.to_dict(), "calibration": calib.summary,
                "ptq_config": cfg.to_dict()}
-        atomic_write_text(args.json, json.dumps(finite_json(doc), indent=1, default=str) + "\n")
+        atomic_write_text(args.json, json.dumps(json_safe(doc), indent=1, default=str) + "\n")
     return 0

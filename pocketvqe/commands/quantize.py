@@ -11,11 +11,33 @@ QAT, q.loss.json (the loss curve). `pocketvqe enhance --model q.pt2` runs it.
 """
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.fileio import atomic_write_text
+from pocketvqe.models import load_checkpoint
+from pocketvqe.quant import (
+    RECIPES,
+    PTQConfig,
+    QATConfig,
+    calibration_frames,
+    convert,
+    fine_tune,
+    prepare_qat,
+    quantize,
+    quantized_linears,
+    recommended_ptq,
+    save_quantized,
+)
+from pocketvqe.quant.config import OBSERVERS
+
 HELP = "quantize a checkpoint to an int8 step program (.pt2) by PTQ or QAT"
 
 
 def add_arguments(p):
-    from pocketvqe.quant.config import OBSERVERS, PTQConfig, QATConfig
     d, q = PTQConfig(), QATConfig()
     p.add_argument("--ckpt", required=True, help="float checkpoint (.pt)")
     p.add_argument("--config", help="expected model config name: refuse a checkpoint of another config")
@@ -62,18 +84,8 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 def run(args) -> int:
-    import json
-    import sys
-    import time
-    from pathlib import Path
 
-    import torch
 
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.fileio import atomic_write_text
-    from pocketvqe.models import load_checkpoint
-    from pocketvqe.quant import (PTQConfig, QATConfig, calibration_frames, convert, fine_tune, prepare_qat,
-                                 quantize, quantized_linears, save_quantized)
 
     out = Path(args.out)
     if out.suffix != ".pt2":
@@ -138,9 +150,7 @@ def run(args) -> int:
 
 def _recipe_note(config_name: str, cfg) -> None:
     """Say so on stderr when a PTQ run departs from the recipe measured for its config."""
-    import sys
 
-    from pocketvqe.quant import RECIPES, recommended_ptq
     if config_name not in RECIPES:
         return
     rec = recommended_ptq(config_name)

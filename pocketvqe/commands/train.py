@@ -11,6 +11,14 @@ summary.json. Ctrl-C finishes the current step, saves last.pt and exits; --resum
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from pocketvqe.errors import PocketVQEError
+from pocketvqe.models import ModelConfig, read_checkpoint
+from pocketvqe.train import TrainConfig, train
+from pocketvqe.train.config import SCENARIOS
+from pocketvqe.train.loop import STATE_KEY, resolve_model_config
+
 HELP = "train a float model (complex compressed MSE, AdamW; resumable; DDP under torchrun)"
 
 # CLI flag -> TrainConfig field (value None = not given)
@@ -22,7 +30,6 @@ _FIELDS = {"steps": "steps", "batch": "batch", "lr": "lr", "lr_final": "lr_final
 
 
 def add_arguments(p):
-    from pocketvqe.train.config import SCENARIOS, TrainConfig
     d = TrainConfig()
     p.add_argument("--config", help="registered model config (pocketvqe info --list) or a JSON model config file")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
@@ -71,12 +78,7 @@ def _given(args) -> dict:
 
 def resolve(args):
     """-> (TrainConfig, ModelConfig, resume path or None) from the command line (and the checkpoint)."""
-    from pathlib import Path
 
-    from pocketvqe.errors import PocketVQEError
-    from pocketvqe.models import ModelConfig, read_checkpoint
-    from pocketvqe.train import TrainConfig
-    from pocketvqe.train.loop import STATE_KEY, resolve_model_config
 
     given = _given(args)
     if args.resume is not None:
@@ -103,7 +105,6 @@ def resolve(args):
 
 
 def run(args) -> int:
-    from pocketvqe.train import train
 
     cfg, model_cfg, resume = resolve(args)
     summary = train(cfg, model_cfg, args.out, resume=resume, progress=not args.no_progress)

@@ -63,6 +63,19 @@ def default_root() -> Path:
     return Path(os.environ.get("POCKETVQE_DATA") or "~/.cache/pocketvqe/corpus").expanduser()
 
 
+def corpus_root(data: str | os.PathLike | None = None) -> Path:
+    """The corpus every stage reads (calibration, self-check clips, build): ``data`` (built there if it
+    has no manifest yet), else the default root (``$POCKETVQE_DATA`` or the cache) when it holds a
+    corpus, else the quick corpus built there (a few minutes, once)."""
+    if data is not None:
+        root = Path(data).expanduser()
+        return root if (root / "manifest.json").exists() else prepare_corpus(root, progress=False).parent
+    root = default_root()
+    if (root / "manifest.json").exists():
+        return root
+    return prepare_corpus(root, quick=True, progress=False).parent
+
+
 def resolve_sources(sources: str | Iterable[str]) -> list[str]:
     """Expand a comma list or iterable of source names and aliases into known sources, in build order."""
     names = sources.split(",") if isinstance(sources, str) else list(sources)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from ..audio import resample
 from ..errors import PocketVQEError
@@ -375,7 +376,6 @@ def speaker_weights(speech: dict[str, list[CorpusEntry]], p_tts: float) -> dict[
 def collate_mixtures(batch: list[Mixture]) -> dict:
     """Stack mixtures for a torch DataLoader: mic/far/target (B, T); enroll zero-padded (B, Te) with
     ``enroll_lengths`` (B,); ``scenario`` and ``meta`` as lists. Imports torch only when called."""
-    import torch
     if not batch:
         raise PocketVQEError("collate_mixtures got an empty batch")
     lens = {len(m.mic) for m in batch}

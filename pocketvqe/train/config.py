@@ -28,7 +28,7 @@ class TrainConfig:
     the same recipe means the same thing on 1 CPU or 8 GPUs). lr: peak AdamW learning rate, reached
     after ``warmup`` linear steps, then cosine decay to ``lr * lr_final``.
     grad_clip: max global gradient L2 norm (0 = off).
-    Loss (DESIGN §4): ``loss_mag_weight`` * MSE of |S|^c + (1 - loss_mag_weight) * MSE of the
+    Loss: ``loss_mag_weight`` * MSE of |S|^c + (1 - loss_mag_weight) * MSE of the
     compressed complex spectra |S|^c e^{j angle S}, c = ``loss_exponent``.
     Data: on-the-fly mixtures (``pocketvqe.data.Simulator``) of ``clip_seconds`` from the corpus at
     ``data`` (None: $POCKETVQE_DATA or ~/.cache/pocketvqe/corpus); ``scenarios`` empty means every
@@ -92,9 +92,9 @@ class TrainConfig:
         if not self.grad_clip >= 0:
             bad(f"grad_clip={self.grad_clip} must be >= 0 (0 turns clipping off)")
         if not 0 < self.loss_exponent <= 1:
-            bad(f"loss_exponent={self.loss_exponent} must lie in (0, 1] (DESIGN §4: 0.3)")
+            bad(f"loss_exponent={self.loss_exponent} must lie in (0, 1] (0.3)")
         if not 0 <= self.loss_mag_weight <= 1:
-            bad(f"loss_mag_weight={self.loss_mag_weight} must lie in [0, 1] (DESIGN §4: 0.7)")
+            bad(f"loss_mag_weight={self.loss_mag_weight} must lie in [0, 1] (0.7)")
         if not self.clip_seconds >= 1.0:
             bad(f"clip_seconds={self.clip_seconds} must be >= 1 (the simulator's minimum)")
         if len(self.enroll_seconds) != 2 or not 0.5 <= self.enroll_seconds[0] <= self.enroll_seconds[1] <= 60:

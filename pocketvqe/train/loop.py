@@ -26,10 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from pocketvqe.data import SimConfig, Simulator, collate_mixtures, default_root
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.fileio import atomic_write_text, finite_json
+from pocketvqe.fileio import atomic_write_text, json_safe, to_json
+from pocketvqe.metrics import si_sdr
 from pocketvqe.models import Enhancer, ModelConfig, get_config, list_configs, read_checkpoint, save_checkpoint
+from pocketvqe.models.checkpoint import versions
+from pocketvqe.models.dvector import dvector
 
 from . import ddp as D
 from .config import ECHO, TrainConfig
@@ -97,7 +102,6 @@ def speaker_embedding(enh: Enhancer, enroll: torch.Tensor, lengths: torch.Tensor
 
 def _dvectors(enh: Enhancer, enroll: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """d-vectors (B, 256) of the enrollment clips from the separate speaker model (no gradient)."""
-    from pocketvqe.models.dvector import dvector
     pcm = enroll.detach().cpu().numpy()
     n = [int(x) for x in lengths] if lengths is not None else [pcm.shape[1]] * len(pcm)
     d = [dvector(p[:k], enh.cfg.sample_rate) for p, k in zip(pcm, n)]
@@ -246,7 +250,6 @@ class Trainer:
         """Mean loss (of the output and, as the bar to beat, of the unprocessed mic) and SI-SDR (output
         and input vs target, clips with an active target) over the fixed validation set, also per
         scenario; every rank holds a shard, results are combined over ranks."""
-        from pocketvqe.metrics import si_sdr
         D.broadcast_buffers(self.env, self.enh)
         self.model.eval()
         rows = []
@@ -308,7 +311,6 @@ class Trainer:
 # ------------------------------------------------------------------------------------- data side
 def sim_config(cfg: TrainConfig, model_cfg: ModelConfig):
     """The simulator settings for this run: only scenarios the model serves (and the user asked for)."""
-    from pocketvqe.data import SimConfig
     served = served_scenarios(model_cfg)
     wanted = cfg.scenarios or served
     bad = [s for s in wanted if s not in served]
@@ -362,7 +364,6 @@ class StepSampler(torch.utils.data.Sampler):
 
 
 def make_loader(cfg: TrainConfig, model_cfg: ModelConfig, env: D.DistEnv, start: int):
-    from pocketvqe.data import Simulator, collate_mixtures, default_root
     root = cfg.data or default_root()
     sim = Simulator(root, "train", sim_config(cfg, model_cfg), seed=cfg.seed)
     local = cfg.batch // env.world
@@ -378,7 +379,6 @@ def make_loader(cfg: TrainConfig, model_cfg: ModelConfig, env: D.DistEnv, start:
 
 def make_valid_batches(cfg: TrainConfig, model_cfg: ModelConfig, env: D.DistEnv) -> list[dict]:
     """This rank's shard (clips r, r+W, ...) of the fixed validation set, collated in batches."""
-    from pocketvqe.data import Simulator, collate_mixtures, default_root
     sim = Simulator(cfg.data or default_root(), "valid", sim_config(cfg, model_cfg), seed=cfg.valid_seed)
     mine = [sim[i] for i in range(env.rank, cfg.valid_clips, env.world)]
     size = max(1, cfg.batch // env.world)
@@ -431,7 +431,7 @@ class RunLog:
 
     def write(self, rec: dict) -> None:
         if self.enabled:
-            self._f.write(json.dumps(rec, default=_json_default) + "\n")
+            self._f.write(to_json(rec, indent=None) + "\n")
             self._f.flush()
 
     def close(self) -> None:
@@ -439,17 +439,10 @@ class RunLog:
             self._f.close()
 
 
-def _json_default(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return str(o)
-
-
 def write_run_config(out: Path, cfg: TrainConfig, model_cfg: ModelConfig, env: D.DistEnv, extra: dict) -> None:
-    from pocketvqe.models.checkpoint import versions
     doc = {"train": cfg.to_dict(), "model": model_cfg.to_dict(), "world_size": env.world,
            "global_batch": cfg.batch, "per_rank_batch": cfg.batch // env.world, "versions": versions(), **extra}
-    atomic_write_text(out / "train_config.json", json.dumps(finite_json(doc), indent=2) + "\n")
+    atomic_write_text(out / "train_config.json", json.dumps(json_safe(doc), indent=2) + "\n")
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, out: str | os.PathLike, resume: str | os.PathLike | None = None,
@@ -494,7 +487,6 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
         say(f"initialised from {cfg.init}: {trainer.init_info['copied']} tensors copied, "
             f"{trainer.init_info['partial']} partly, {len(trainer.init_info['skipped'])} left random")
 
-    from tqdm import tqdm
     bar = tqdm(total=cfg.steps, initial=start, desc=model_cfg.name, unit="step", dynamic_ncols=True,
                disable=not (main and progress), file=sys.stderr, mininterval=1.0)
     clips_seen, t_train, t0, stopped, skipped, bad_run, first_clip = 0, 0.0, time.time(), False, 0, 0, None
@@ -508,7 +500,7 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
 
     def run_valid():
         v = trainer.validate(valid)
-        log.write(finite_json({"kind": "valid", **v}))
+        log.write(json_safe({"kind": "valid", **v}))
         bar.set_postfix(loss=f"{trainer.loss_ema:.4f}", valid=f"{v['valid_loss']:.4f}",
                         sisdri=f"{v['si_sdri']:+.1f}dB", refresh=False)
         return v
@@ -526,7 +518,7 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
             t_train += dt
             skipped += rec["skipped"]
             bad_run = bad_run + 1 if (rec["skipped"] or not math.isfinite(rec["loss"])) else 0
-            log.write(finite_json({"kind": "train", "step": trainer.step, "loss": rec["loss"], "lr": rec["lr"],
+            log.write(json_safe({"kind": "train", "step": trainer.step, "loss": rec["loss"], "lr": rec["lr"],
                               "grad_norm": rec["grad_norm"], "skipped": rec["skipped"], "sec": round(dt, 4)}))
             if bad_run >= 10:
                 raise PocketVQEError(f"loss or gradients not finite for {bad_run} steps in a row (step "
@@ -552,7 +544,7 @@ def _train(cfg, model_cfg, out: Path, resume, progress, env: D.DistEnv) -> dict:
                                        "first_clip": first_clip,
                                        "clips_per_step": local, "train_seconds": round(t_train, 2)})
     steps_done = trainer.step - start
-    summary = finite_json({
+    summary = json_safe({
         "model": model_cfg.name, "steps": trainer.step, "steps_this_run": steps_done, "stopped_early": stopped,
         "world_size": env.world, "batch": cfg.batch, "ranks": ranks, "train_loss_ema": trainer.loss_ema,
         "valid": trainer.last_valid, "skipped_steps": skipped, "ddp_param_max_diff": divergence,

@@ -1,4 +1,4 @@
-"""Complex compressed spectral MSE (DESIGN §4: exponent 0.3, magnitude/complex blend 0.7/0.3).
+"""Complex compressed spectral MSE (exponent 0.3, magnitude/complex blend 0.7/0.3).
 
 With S the sqrt-Hann STFT of the target and S' that of the (aligned) output, c the exponent::
 

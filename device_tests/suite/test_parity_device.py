@@ -3,12 +3,12 @@
 Each program (fp32, int8 PTQ) runs on the target over a 3 s real clip with its state threaded and
 is compared with the PyTorch references run on the host (see conftest.py). Tolerances:
 
-- fp32: the manifest's, > 70 dB vs the float eager step (DESIGN §8); on other targets also > 70 dB
+- fp32: the manifest's, > 70 dB vs the float eager step; on other targets also > 70 dB
   vs the host run (x86 and ARM fp32 kernels agree to ~1e-7).
 - int8 on the host: the manifest's, > 35 dB vs the PyTorch int8 reference.
-- int8 on ARM (qemu-arm64, adb, ssh): ARM int8 kernels round differently from x86 (DESIGN §6),
+- int8 on ARM (qemu-arm64, adb, ssh): ARM int8 kernels round differently from x86,
   so > 30 dB vs the host run of the same program and > 30 dB vs the int8 reference
-  (:data:`parity.ARM_INT8`, DESIGN §8's ARM bar), and PESQ-wb vs float within 0.02 of the host's.
+  (:data:`parity.ARM_INT8`, the ARM bar), and PESQ-wb vs float within 0.02 of the host's.
 """
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ import pytest
 
 from pocketvqe.device_tests.parity import is_arm, manifest_beside, manifest_tolerances, run_parity
 
-ARM_PESQ_DELTA = 0.02                    # DESIGN §8: PESQ difference ARM vs host < 0.02
+ARM_PESQ_DELTA = 0.02                    # PESQ difference ARM vs host < 0.02
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_parity_on_target(device, built, parity_rows, variant):
     pte = built.paths[variant]
-    tolerances = manifest_tolerances(manifest_beside(pte), pte.name, built.quant[variant])
+    tolerances = manifest_tolerances(manifest_beside(pte), pte.name, built.precision[variant])
     row = run_parity(pte, built.frames, built.init_state, built.references, target=device,
-                     quant=built.quant[variant], tolerances=tolerances, sample_rate=built.sample_rate)
+                     precision=built.precision[variant], tolerances=tolerances, sample_rate=built.sample_rate)
     parity_rows.append(row)
     assert row["frames"] == len(built.frames)
     assert row["pass"] is True, (row["failures"], row["notes"])

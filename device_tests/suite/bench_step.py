@@ -1,15 +1,18 @@
 """Microbenchmarks (pytest-benchmark): `pytest --benchmark-only device_tests/` or `make bench`.
 
 Kept apart from `make test`: timings are compared within one run (int8 vs fp32 vs eager), never
-asserted in unit tests.
+asserted in unit tests. The programs timed are the ones `pocketvqe build` ships: the same export
+(:func:`pocketvqe.export.export_program`) of the same int8 reference (the config's PTQ recipe).
 """
 import pytest
 import torch
 
-from pocketvqe.export.lower import export_model, load_method, lower, quantize_pt2e_static, to_buffer
-from pocketvqe.export.step import StreamStep
+from pocketvqe.export import export_program
+from pocketvqe.export.lower import load_method
 from pocketvqe.kernels import LinearGRU, StreamingSTFT, apply_ccm, init_ccm_state
 from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models.step import StreamStep
+from pocketvqe.quant import int8_reference
 
 torch.set_num_threads(1)
 
@@ -28,16 +31,9 @@ def _frame(step, seed=0):
 
 @pytest.fixture(scope="module")
 def programs(step):
-    ep = export_model(step, step.example_inputs())
-    calib, state = [], step.init_state()
-    with torch.no_grad():
-        for i in range(50):
-            sig = _frame(step, i)
-            calib.append((*sig, *state))
-            state = list(step(*sig, *state)[1:])
-    int8 = quantize_pt2e_static(ep, calib)
-    return {"fp32": load_method(to_buffer(lower(ep))),
-            "int8": load_method(to_buffer(lower(export_model(int8, step.example_inputs()))))}
+    enh = step.enhancer
+    return {"fp32": load_method(export_program(enh).buffer),
+            "int8": load_method(export_program(enh, int8_reference(enh)).buffer)}
 
 
 def test_stft_analysis_hop(benchmark):

@@ -1,4 +1,4 @@
-"""The device suite: `pytest device_tests --target T` (host, qemu-arm64, adb[:SERIAL], ssh:HOST).
+"""The device suite: `pytest device_tests/suite --target T` (host, qemu-arm64, adb[:SERIAL], ssh:HOST).
 
 Session fixtures build the programs once: a seeded ``--device-config`` model (default dvqe-s16)
 with non-trivial BatchNorm statistics, exported fp32 and int8 (PTQ calibrated on real speech) with
@@ -17,6 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from pocketvqe.audio import read_audio, resample
+from pocketvqe.device_tests.parity import format_parity_table, reference_outputs
+from pocketvqe.device_tests.targets import get_target
+from pocketvqe.export.program import export_program, write_manifest, write_program
+from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models.checkpoint import save_checkpoint
+from pocketvqe.quant import int8_reference
+from pocketvqe.signals import frames_of
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CLIP_SECONDS = 3.0
@@ -38,7 +47,7 @@ class Built:
 
     out: Path
     paths: dict
-    quant: dict
+    precision: dict
     frames: list
     init_state: list
     references: dict
@@ -53,7 +62,6 @@ def _say(msg: str) -> None:
 @pytest.fixture(scope="session")
 def device(request):
     """The target under test, ready to run (qemu-arm64: sysroot set up when missing)."""
-    from pocketvqe.device_tests.targets import get_target
     spec = request.config.getoption("--target")
     target = get_target(spec)
     if target.name == "qemu-arm64" and not target.sysroot.ready():
@@ -64,7 +72,6 @@ def device(request):
 
 def librivox_speech() -> np.ndarray:
     """The LibriVox recordings of pocketsphinx-testdata, concatenated (about 25 s, 16 kHz)."""
-    from pocketvqe.audio import read_audio, resample
     files = sorted(LIBRIVOX.glob("*.wav"))
     assert files, (f"no LibriVox recordings in {LIBRIVOX}: install the Debian package pocketsphinx-testdata "
                    "(one of the Makefile's system packages)")
@@ -74,7 +81,6 @@ def librivox_speech() -> np.ndarray:
 def make_clip(cfg, seconds: float, near_at: float, far_at: float, seed: int):
     """(mic, far or None, near-end speech) at the model's rate: near-end talker + an echo of the
     far-end talker (40 ms late, a decaying 30 ms tail) + noise about 20 dB below the speech."""
-    from pocketvqe.audio import resample
     rng = np.random.default_rng(seed)
     speech = librivox_speech()
     n16 = int(seconds * 16000)
@@ -92,7 +98,6 @@ def make_clip(cfg, seconds: float, near_at: float, far_at: float, seed: int):
 
 def seeded_enhancer(name: str, seed: int = 0):
     """A seeded model with non-trivial BatchNorm statistics (as tests/conftest.py's bn_randomizer)."""
-    from pocketvqe.models import Enhancer, get_config
     torch.manual_seed(seed)
     enh = Enhancer(get_config(name))
     g = torch.Generator().manual_seed(seed)
@@ -106,10 +111,6 @@ def seeded_enhancer(name: str, seed: int = 0):
 @pytest.fixture(scope="session")
 def built(request, tmp_path_factory) -> Built:
     """fp32 and int8 programs of the session's model, exported once, with manifest and references."""
-    from pocketvqe.device_tests.measure import frames_of
-    from pocketvqe.device_tests.parity import reference_outputs
-    from pocketvqe.export.program import export_program, write_manifest, write_program
-    from pocketvqe.models.checkpoint import save_checkpoint
     name = request.config.getoption("--device-config")
     out = tmp_path_factory.mktemp("device-suite")
     enh = seeded_enhancer(name)
@@ -120,19 +121,20 @@ def built(request, tmp_path_factory) -> Built:
     frames = frames_of(mic, far, cfg.hop, speaker)
     cmic, cfar, cnear = make_clip(cfg, CALIB_SECONDS, near_at=4.5, far_at=18.0, seed=2)
     cspk = enh.enroll(cnear).numpy().reshape(-1) if cfg.personalized else None
-    calib = [[torch.from_numpy(s) for s in f] for f in frames_of(cmic, cfar, cfg.hop, cspk)]
+    calib = frames_of(cmic, cfar, cfg.hop, cspk, tensors=True)
     progs, seconds = {}, {}
-    for variant, quant in (("fp32", "fp32"), ("int8", "ptq")):
+    for precision in ("fp32", "int8"):
         t0 = time.perf_counter()
-        _say(f"exporting {name} {variant} (XNNPACK)")
-        progs[variant] = export_program(enh, quant, calib if quant == "ptq" else None)
-        seconds[variant] = round(time.perf_counter() - t0, 1)
+        _say(f"exporting {name} {precision} (XNNPACK; int8: the config's PTQ recipe)")
+        int8 = int8_reference(enh, calibration=calib) if precision == "int8" else None
+        progs[precision] = export_program(enh, int8)
+        seconds[precision] = round(time.perf_counter() - t0, 1)
     paths = {v: write_program(p, out) for v, p in progs.items()}
     write_manifest(out, list(progs.values()), list(paths.values()), extra={"checkpoint": str(ckpt)})
     step = progs["fp32"].step
     init = [s.numpy() for s in step.init_state()]
     refs = reference_outputs(frames, init, step, progs["int8"].reference)
-    return Built(out=out, paths=paths, quant={v: p.quant for v, p in progs.items()}, frames=frames,
+    return Built(out=out, paths=paths, precision={v: p.precision for v, p in progs.items()}, frames=frames,
                  init_state=init, references=refs, sample_rate=cfg.sample_rate, export_seconds=seconds)
 
 
@@ -149,6 +151,5 @@ def parity_rows(request) -> list:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rows = config.stash.get(ROWS_KEY, [])
     if rows:
-        from pocketvqe.device_tests.parity import format_parity_table
         terminalreporter.write_sep("-", "parity on the device target")
         terminalreporter.write_line(format_parity_table(rows))
