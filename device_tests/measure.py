@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import math
 import resource
-import time
 from collections.abc import Mapping
 
 import numpy as np
-import torch
 
 from pocketvqe.audio import resample
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.metrics import pesq_wb
 
 from .targets.base import stack_frames
-
-
-@torch.no_grad()
-def time_eager(step_fn, frames, init_state, warmup: int = 50) -> np.ndarray:
-    """Per-frame latency (us) of a PyTorch step, state threaded."""
-    state = list(init_state)
-    inputs = [[torch.from_numpy(s) for s in sig] for sig in frames]
-    times = []
-    for i, sig in enumerate(inputs):
-        t0 = time.perf_counter_ns()
-        res = step_fn(*sig, *state)
-        dt = time.perf_counter_ns() - t0
-        state = list(res[1:])
-        if i >= warmup:
-            times.append(dt / 1000.0)
-    return np.asarray(times)
 
 
 def latency_stats(per_frame_us: np.ndarray, hop_ms: float) -> dict:

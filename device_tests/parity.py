@@ -82,23 +82,24 @@ def program_entry(manifest: dict, pte_name: str) -> dict | None:
     return None
 
 
+def program_tolerances(tolerances: Mapping, precision: str) -> dict[str, float]:
+    """A program's own tolerances (``Program.tolerances``, a manifest entry's ``tolerances``) as parity
+    bounds {metric: minimum dB}; ``snr_db`` means "vs the precision's reference"."""
+    out = {k: float(v) for k, v in tolerances.items() if k.startswith("snr_db_vs_") and isinstance(v, (int, float))}
+    if not out and isinstance(tolerances.get("snr_db"), (int, float)):
+        out = {METRIC_OF_VARIANT[variant_of(precision)]: float(tolerances["snr_db"])}
+    return out
+
+
 def manifest_tolerances(manifest: dict, pte_name: str, precision: str) -> dict[str, float]:
-    """{metric: minimum dB} for one program. Reads the program's own entry, then the manifest-wide
-    table (keyed by precision); ``snr_db`` means "vs the variant's reference"."""
-    variant = variant_of(precision)
+    """{metric: minimum dB} for one program, from its entry in the manifest."""
     entry = program_entry(manifest, pte_name) or {}
-    table = manifest.get("tolerances") or {}
-    keys = [variant]
-    for tol in [entry.get("tolerances")] + [table.get(k) for k in keys]:
-        if not isinstance(tol, dict):
-            continue
-        out = {k: float(v) for k, v in tol.items() if k.startswith("snr_db_vs_") and isinstance(v, (int, float))}
-        if out:
-            return out
-        if isinstance(tol.get("snr_db"), (int, float)):
-            return {METRIC_OF_VARIANT[variant]: float(tol["snr_db"])}
-    raise PocketVQEError(f"the manifest beside {pte_name} states no tolerance for it ({precision}): export the "
-                         "program again (`pocketvqe export` writes the tolerances into manifest.json)")
+    tol = entry.get("tolerances")
+    out = program_tolerances(tol, precision) if isinstance(tol, dict) else {}
+    if not out:
+        raise PocketVQEError(f"the manifest beside {pte_name} states no tolerance for it ({precision}): export the "
+                             "program again (`pocketvqe export` writes the tolerances into manifest.json)")
+    return out
 
 
 def is_arm(target_name: str) -> bool:
@@ -322,7 +323,7 @@ REPORT_KEYS = ("target", "variant", "snr_db_vs_float", "snr_db_vs_int8_ref", "sn
 
 
 def report_row(row: Mapping) -> dict:
-    """The columns of a parity row that the build report shows (device_tests.report)."""
+    """The columns of a parity row that the build report shows (pocketvqe.report)."""
     return {k: row[k] for k in REPORT_KEYS if k in row}
 
 

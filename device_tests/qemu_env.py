@@ -40,11 +40,13 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pocketvqe.errors import PocketVQEError
+
+from .runner_io import RUNNER_SCRIPT, parse_ok_line, run_cmd
 
 SUITE = "trixie"
 DEB_ARCH = "arm64"
@@ -62,42 +64,6 @@ STAMP_FORMAT = 1
 QEMU = "qemu-aarch64"
 
 Progress = Callable[[str], None]
-
-
-# ----------------------------------------------------------------------------------------------
-# the runner and subprocess
-#
-# The same as ``targets.base``'s RUNNER_SCRIPT, RUNNER_OK_MARK, parse_ok_line() and run_cmd(),
-# repeated here so that this module does not import the targets package (which imports it).
-
-RUNNER_SCRIPT = Path(__file__).resolve().parent / "arm_runner.py"
-RUNNER_OK_MARK = "POCKETVQE_RUNNER_OK"
-
-
-def _parse_ok_line(stdout: str, what: str) -> dict[str, Any]:
-    """The JSON after the runner's last ``POCKETVQE_RUNNER_OK`` line; its error line raises."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RUNNER_OK_MARK):
-            return json.loads(line[len(RUNNER_OK_MARK):].strip() or "{}")
-        if line.startswith("POCKETVQE_RUNNER_ERROR"):
-            raise PocketVQEError(f"{what}: {line.split(':', 1)[1].strip()}")
-    raise PocketVQEError(f"{what} printed no result line; its output ended with:\n{stdout[-1500:]}\n"
-                         "check that the target runs Python >= 3.12 with numpy and executorch-numpy-runtime")
-
-
-def _run_cmd(cmd: Sequence[str], *, what: str, fix: str, timeout: float | None = None,
-             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a command, capturing text output; a failure raises PocketVQEError naming ``fix``."""
-    try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env)
-    except FileNotFoundError:
-        raise PocketVQEError(f"{what}: `{cmd[0]}` is not installed or not on PATH: {fix}") from None
-    except subprocess.TimeoutExpired:
-        raise PocketVQEError(f"{what}: timed out after {timeout:.0f} s: {fix}") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
-        raise PocketVQEError(f"{what} failed (exit {proc.returncode}):\n  " + "\n  ".join(tail) + f"\n{fix}")
-    return proc
 
 
 def _stderr_progress(msg: str) -> None:
@@ -262,7 +228,7 @@ class Sysroot:
         return [qemu, "-L", str(self.root), str(self.python), *args]
 
     def run_python(self, *args: str, timeout: float = 600, what: str = "emulated Python") -> subprocess.CompletedProcess:
-        return _run_cmd(self.python_cmd(*args), what=what, env=self.qemu_env(), timeout=timeout,
+        return run_cmd(self.python_cmd(*args), what=what, env=self.qemu_env(), timeout=timeout,
                        fix=f"rebuild the sysroot with `pocketvqe device setup qemu-arm64 --force --cache {self.cache}`")
 
     # -- setup ---------------------------------------------------------------------------------
@@ -326,7 +292,7 @@ class Sysroot:
 
     def runner_info(self) -> dict[str, Any]:
         proc = self.run_python(str(RUNNER_SCRIPT), "--info", what="smoke run of the emulated runtime")
-        return _parse_ok_line(proc.stdout, "qemu-arm64 runner --info")
+        return parse_ok_line(proc.stdout, "qemu-arm64 runner --info")
 
     @staticmethod
     def _check_host_tools() -> None:
@@ -372,12 +338,12 @@ class Sysroot:
         fresh = self.apt / "lists" / ".updated"
         if fresh.exists() and time.time() - fresh.stat().st_mtime < 7 * 86400 and any((self.apt / "lists").glob("*Packages*")):
             return
-        _run_cmd(["apt-get", *opts, "-q", "update"], what=f"apt-get update for {SUITE}/{DEB_ARCH}", timeout=900,
+        run_cmd(["apt-get", *opts, "-q", "update"], what=f"apt-get update for {SUITE}/{DEB_ARCH}", timeout=900,
                 fix="check that this machine reaches its Debian mirror (`apt-get update` works), then run the setup again")
         fresh.touch()
 
     def _apt_download(self, opts: list[str]) -> list[Path]:
-        sim = _run_cmd(["apt-get", *opts, "-s", "-q", "install", *DEB_PACKAGES], what="resolving the arm64 packages",
+        sim = run_cmd(["apt-get", *opts, "-s", "-q", "install", *DEB_PACKAGES], what="resolving the arm64 packages",
                       timeout=300, fix="run `pocketvqe device setup qemu-arm64 --force` to refresh the apt index")
         wanted = re.findall(r"^Inst (\S+) \((\S+) [^)]*\[(\S+)\]\)", sim.stdout, flags=re.M)
         if not wanted:
@@ -386,7 +352,7 @@ class Sysroot:
         archives = self.apt / "archives"
         files = [archives / f"{pkg.split(':')[0]}_{ver.replace(':', '%3a')}_{arch}.deb" for pkg, ver, arch in wanted]
         if not all(f.exists() for f in files):
-            _run_cmd(["apt-get", *opts, "-y", "-q", "--download-only", "install", *DEB_PACKAGES],
+            run_cmd(["apt-get", *opts, "-y", "-q", "--download-only", "install", *DEB_PACKAGES],
                     what=f"downloading {len(files)} arm64 debs", timeout=1800,
                     fix="check that this machine reaches its Debian mirror, then run the setup again")
         missing = [f.name for f in files if not f.exists()]
@@ -398,7 +364,7 @@ class Sysroot:
     def _unpack_debs(debs: Sequence[Path], dest: Path) -> None:
         dest.mkdir(parents=True)
         for deb in debs:
-            _run_cmd(["dpkg-deb", "-x", str(deb), str(dest)], what=f"unpacking {deb.name}",
+            run_cmd(["dpkg-deb", "-x", str(deb), str(dest)], what=f"unpacking {deb.name}",
                     fix="delete the cache folder's apt/archives and run the setup again")
         usr = dest / "usr"
         for d in ("bin", "sbin", "lib"):
@@ -424,7 +390,7 @@ class Sysroot:
             if rec.get("key") == config_key() and all((self.wheels / w).exists() for w in rec["files"]):
                 return [self.wheels / w for w in rec["files"]]
         with tempfile.TemporaryDirectory(dir=self.cache) as tmp:
-            _run_cmd([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+            run_cmd([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
                      "--only-binary=:all:", "--platform", WHEEL_PLATFORM, "--python-version", WHEEL_PYTHON,
                      "--implementation", "cp", "-d", tmp, *WHEEL_SPECS],
                     what="downloading the aarch64 wheels", timeout=1800,

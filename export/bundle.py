@@ -172,6 +172,7 @@ def enroll_fidelity(prog, pcm) -> float:
     if prog.enroll is None:
         raise PocketVQEError(f"{prog.name} has no enrollment methods")
     step, finish = load_method(prog.buffer, "enroll_step"), load_method(prog.buffer, "enroll_finish")
-    got = enroll_pcm(prog.enroll, lambda *a: step.execute(a), lambda *a: finish.execute(a)[0], pcm)
+    got = enroll_pcm(pcm, prog.step.cfg.hop, prog.enroll.init_state(), lambda *a: step.execute(a),
+                     lambda *a: finish.execute(a)[0])
     want = prog.step.enhancer.enroll(np.asarray(pcm, np.float32)).reshape(-1)
     return float(torch.nn.functional.cosine_similarity(want.double(), got.double(), dim=0))

@@ -25,6 +25,7 @@ from pocketvqe import __version__
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.models import ModelConfig
 from pocketvqe.models.dvector import dvector
+from pocketvqe.models.step import enroll_pcm
 from pocketvqe.signals import frames_of, pad_for_stream, run_step
 
 from .program import FORMAT
@@ -164,21 +165,17 @@ class ProgramModel:
         return state
 
     # ---- whole signals (the pocketvqe.inference contract) ----
-    def enroll(self, enroll_pcm: np.ndarray) -> torch.Tensor:
+    def enroll(self, pcm: np.ndarray) -> torch.Tensor:
         """Speaker embedding (D,) from enrollment audio at the model's rate, computed by the program."""
         cfg = self.cfg
         if not cfg.personalized:
             raise PocketVQEError(f"{cfg.name} is not personalized: it takes no enrollment")
         if cfg.speaker_embedding != "internal":
-            return torch.from_numpy(dvector(np.asarray(enroll_pcm, np.float32), cfg.sample_rate))
-        hop = cfg.hop
-        x = np.asarray(enroll_pcm, np.float32).reshape(-1)
-        x = np.pad(x, (0, (-len(x)) % hop))                      # as Enhancer.enroll: whole hops
+            return torch.from_numpy(dvector(np.asarray(pcm, np.float32), cfg.sample_rate))
+        step, finish = self.method("enroll_step"), self.method("enroll_finish")
         acc = [torch.zeros(s) for s in self.enroll_state_shapes]
-        step = self.method("enroll_step")
-        for t in range(len(x) // hop):
-            acc = list(step.execute([torch.from_numpy(x[t * hop:(t + 1) * hop].copy()), *acc]))
-        return self.method("enroll_finish").execute(acc)[0].reshape(-1).clone()
+        return enroll_pcm(pcm, cfg.hop, acc, lambda *a: step.execute(list(a)),
+                          lambda *a: finish.execute(list(a))[0]).clone()
 
     def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker=None) -> np.ndarray:
         """Stream the program over ``mic`` (model rate); output aligned to the input, same length."""

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from pocketvqe.quiet import quiet_libraries
+from pocketvqe.signals import frames_of
 
 from .enhancer import Enhancer
 
@@ -173,12 +174,12 @@ def enroll_inputs(enroll: EnrollStep, frames) -> list[tuple[torch.Tensor, ...]]:
     return out
 
 
-def enroll_pcm(enroll: EnrollStep, method_step, method_finish, pcm) -> torch.Tensor:
-    """Run enrollment PCM (model rate, numpy or tensor) through step/finish callables -> speaker (D,)."""
-    hop = enroll.cfg.hop
+def enroll_pcm(pcm, hop: int, acc: list[torch.Tensor], method_step, method_finish) -> torch.Tensor:
+    """Run enrollment PCM (model rate, numpy or tensor) through ``enroll_step`` / ``enroll_finish``
+    callables from the accumulator ``acc`` (``EnrollStep.init_state()``) -> speaker (D,). The audio is
+    zero-padded to whole hops, as ``Enhancer.enroll`` does."""
     x = np.asarray(pcm, np.float32).reshape(-1)
-    x = np.pad(x, (0, (-len(x)) % hop))                    # as Enhancer.enroll: zero-pad to whole hops
-    acc = enroll.init_state()
-    for t in range(len(x) // hop):
-        acc = list(method_step(torch.from_numpy(x[t * hop:(t + 1) * hop].copy()), *acc))
+    x = np.pad(x, (0, (-len(x)) % hop))
+    for sig in frames_of(x, None, hop, tensors=True):
+        acc = list(method_step(sig[0], *acc))
     return method_finish(*acc).reshape(-1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pocketvqe.device_tests.bench import BenchConfig, run_bench
-from pocketvqe.device_tests.parity import manifest_tolerances, reference_outputs, report_row, run_parity
+from pocketvqe.device_tests.parity import program_tolerances, reference_outputs, report_row, run_parity
 from pocketvqe.device_tests.qemu_env import Sysroot
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.export import Packaged, package, seed_everything, self_check_clip, write_manifest
@@ -32,8 +32,9 @@ SHIPPED = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
 class BuildConfig:
     """What `pocketvqe build` builds. ``int8``: ``ptq`` (post-training quantization with the config's
     measured recipe) or a quantized ``.pt2`` (e.g. from QAT). ``keep_float`` / ``observer`` /
-    ``dynamic`` override that recipe (None: the recipe's). ``seed`` seeds calibration (the recipe's
-    seed) and picks the self-check and parity clip (test split, seed + 1)."""
+    ``dynamic`` (and ``calib_clips`` / ``calib_seconds``) override that recipe (None: the recipe's).
+    ``seed`` seeds calibration (the recipe's seed) and picks the self-check and parity clip (test
+    split, seed + 1), as `pocketvqe export --seed` does."""
 
     config: str = "dvqe-s16"
     ckpt: str | None = None
@@ -46,6 +47,8 @@ class BuildConfig:
     seed: int = 0
     data: str | None = None
     qemu: bool = True
+    calib_clips: int | None = None
+    calib_seconds: float | None = None
 
     def __post_init__(self):
         if self.int8 != "ptq" and not str(self.int8).endswith(".pt2"):
@@ -57,7 +60,8 @@ class BuildConfig:
     def ptq(self):
         """The PTQ config: the recipe measured for the config, with this build's overrides."""
         overrides = {k: v for k, v in (("keep_float", self.keep_float), ("observer", self.observer),
-                                       ("dynamic", self.dynamic)) if v is not None}
+                                       ("dynamic", self.dynamic), ("calib_clips", self.calib_clips),
+                                       ("calib_seconds", self.calib_seconds)) if v is not None}
         return recommended_ptq(self.config, seed=self.seed, **overrides)
 
 
@@ -88,9 +92,7 @@ def _parity(progs: dict[str, Packaged], clip, targets: list[str]) -> tuple[list[
         for precision, done in progs.items():
             prog = done.program
             row = run_parity(done.pte, frames, init, refs, target=tname, precision=precision,
-                             tolerances=manifest_tolerances({"programs": {prog.name: {"file": done.pte.name,
-                                                                                      "tolerances": prog.tolerances}}},
-                                                            done.pte.name, precision),
+                             tolerances=program_tolerances(prog.tolerances, precision),
                              sample_rate=step.cfg.sample_rate, host_output=host_out.get(precision), keep_output=True,
                              floor=floors.get(precision, True))
             y = row.pop("output")
@@ -121,6 +123,20 @@ def _notes(progs: dict[str, Packaged], trained: bool, int8_from: str, sizes: dic
     return notes
 
 
+def export_programs(enh, bc: BuildConfig, log: Path | None = None, say=lambda i, msg: None
+                    ) -> tuple[dict[str, Packaged], object, str]:
+    """The fp32 and int8 programs of the build, written to ``bc.out``: the same calls, with the same
+    recipe and seeds, as `pocketvqe export` makes -> ({"fp32": ..., "int8": ...}, the self-check clip,
+    how the int8 reference was made)."""
+    say(2, f"int8 reference ({'PTQ, the config recipe' if bc.int8 == 'ptq' else bc.int8}) and the self-check clip")
+    int8 = int8_reference(enh, bc.int8, bc.ptq(), data=bc.data, progress=True)
+    clip = self_check_clip(enh, None, bc.data, seed=bc.seed + 1)
+    say(3, f"export: fp32 and int8 programs (XNNPACK), bundled self-checks; int8: {int8.describe()}")
+    with runtime_log(log):
+        progs = {"fp32": package(enh, None, clip, bc.out), "int8": package(enh, int8, clip, bc.out)}
+    return progs, clip, int8.describe()
+
+
 def build(bc: BuildConfig) -> dict:
     seed_everything(bc.seed)
     n = 6
@@ -132,13 +148,7 @@ def build(bc: BuildConfig) -> dict:
     _say(1, n, f"model {bc.config}: loading")
     enh, source, trained = _load_model(bc)
     cfg = enh.cfg
-    _say(2, n, f"int8 reference ({'PTQ, the config recipe' if bc.int8 == 'ptq' else bc.int8}) and the self-check clip")
-    int8 = int8_reference(enh, bc.int8, bc.ptq(), data=bc.data, progress=True)
-    clip = self_check_clip(enh, None, bc.data, seed=bc.seed + 1)
-    int8_from = int8.describe()
-    _say(3, n, f"export: fp32 and int8 programs (XNNPACK), bundled self-checks; int8: {int8_from}")
-    with runtime_log(log):
-        progs = {"fp32": package(enh, None, clip, out), "int8": package(enh, int8, clip, out)}
+    progs, clip, int8_from = export_programs(enh, bc, log, say=lambda i, msg: _say(i, n, msg))
     sizes = {q: p.pte.stat().st_size for q, p in progs.items()}
     targets = ["host"] + (["qemu-arm64"] if bc.qemu and Sysroot().ready() else [])
     _say(4, n, f"parity: {' and '.join(targets)}" + ("" if not bc.qemu or len(targets) > 1 else

@@ -40,7 +40,6 @@ import numpy as np
 from scipy.signal import correlate
 from tqdm.auto import tqdm
 
-
 from .data import SCENARIOS, SimConfig, Simulator, default_root, load_manifest, make_eval_set
 from .errors import PocketVQEError
 from .fileio import atomic_write_text

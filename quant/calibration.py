@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pocketvqe.data import SimConfig, Simulator, corpus_root
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.signals import frames_of
 from pocketvqe.train.loop import served_scenarios
 
 
@@ -55,13 +56,7 @@ def calibration_frames(enhancer, n_clips: int, seconds: float, seed: int = 0,
         counts[scen] = counts.get(scen, 0) + 1
         spk = enhancer.enroll(m.enroll).float().reshape(-1) if cfg.personalized else None
         starts.append(len(frames))
-        for t in range(len(m.mic) // hop):
-            sig = [torch.from_numpy(m.mic[t * hop:(t + 1) * hop].copy())]
-            if cfg.has_far:
-                sig.append(torch.from_numpy(m.far[t * hop:(t + 1) * hop].copy()))
-            if spk is not None:
-                sig.append(spk)
-            frames.append(tuple(sig))
+        frames += [tuple(sig) for sig in frames_of(m.mic, m.far if cfg.has_far else None, hop, spk, tensors=True)]
     summary = {"clips": n_clips, "frames": len(frames), "seconds_per_clip": float(seconds), "split": "valid",
                "seed": seed, "scenarios": counts, "corpus": str(root)}
     return CalibFrames(frames, starts, summary)

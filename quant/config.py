@@ -48,7 +48,7 @@ class PTQConfig:
     dynamic: module names whose convs and linears keep int8 weights but quantize their input
     activations per call, from that frame's own range (XNNPACK's dynamic int8 kernels); their other
     ops stay fp32. Costs int8 bytes where ``keep_float`` costs fp32 ones, and no calibrated range
-    can be too coarse for a quiet frame (dvqe-s16's CCM-mask block: README "Int8 fidelity").
+    can be too coarse for a quiet frame (dvqe-s16's CCM-mask block: docs/int8-fidelity.md).
     float_dsp: keep the signal processing around the network (STFT/iSTFT matmuls on PCM, power-law
     compression, CCM) in fp32; int8 PCM and int8 power spectra cost 20-40 dB of SQNR (see
     ``quant.xnnpack.DSP_MODULES``). The convs, GRU gates and linears are int8 either way.
@@ -94,8 +94,8 @@ class PTQConfig:
         return cls(**d)
 
 
-# The PTQ recipe measured to keep each shipped checkpoint's sound (30 test clips, README "Int8 fidelity
-# on the trained model"). dvqe-s16: percentile ranges, the CCM-mask block's convs with per-frame
+# The PTQ recipe measured to keep each shipped checkpoint's sound (30 test clips, docs/int8-fidelity.md).
+# dvqe-s16: percentile ranges, the CCM-mask block's convs with per-frame
 # (dynamic) activation ranges (PESQ +0.02, OVRL +0.03 against float; keeping that block fp32 instead
 # lost 0.08 PESQ, costs 62 KB more and its program matched its reference to 19 dB, this one 38 dB).
 # pvqe-s16: histogram (MSE-optimal) ranges and the same per-frame block (PESQ -0.07, OVRL -0.04,
@@ -132,7 +132,7 @@ class QATConfig:
     ranges learned from scratch.
     fixed_ranges: False (default): moving-average observers carry on from the initialized ranges;
     True: the ranges stay fixed while the weights learn them. On dvqe-s16 (200 steps) the moving
-    ranges gave PESQ 1.52 / OVRL 2.15 against 1.49 / 2.04 fixed (float 1.57 / 2.19; README).
+    ranges gave PESQ 1.52 / OVRL 2.15 against 1.49 / 2.04 fixed (float 1.57 / 2.19; docs/int8-fidelity.md).
     distill: weight of the float model as the target. 1 (default): the training loss against the
     float model's own output on the same input (knowledge distillation: the int8 model learns to
     sound like the float one); 0: against the clean speech, as in training (QAT then goes on

@@ -54,6 +54,15 @@ class Int8Reference:
         return f"PTQ{where}, {cfg.get('observer', '?')} ranges, {'; '.join(parts) or 'all int8'}"
 
 
+# What a program's description leaves out of the recipe's record: run times (the same recipe must give
+# the same bytes) and where this machine keeps its corpus (programs travel; machine paths do not).
+NOT_PORTABLE = ("seconds", "convert_seconds", "corpus")
+
+
+def _portable(info: dict) -> dict:
+    return {k: (_portable(v) if isinstance(v, dict) else v) for k, v in info.items() if k not in NOT_PORTABLE}
+
+
 def _from_pt2(enhancer, path: Path) -> tuple[torch.fx.GraphModule, str, dict]:
     qep, meta = load_quantized(path)
     cfg = meta.get("config")
@@ -94,10 +103,10 @@ def int8_reference(enhancer, source: str | Path = "ptq", config: PTQConfig | Non
     if text == "ptq":
         gm = quantize(enhancer, config, calib, progress=progress)
         meta = gm.meta.get(META_KEY, {})
-        ref = Int8Reference(gm, "ptq", {k: v for k, v in meta.items() if k != "mode"})
+        ref = Int8Reference(gm, "ptq", _portable({k: v for k, v in meta.items() if k != "mode"}))
     else:
         gm, recipe, info = _from_pt2(enhancer, Path(text))
-        ref = Int8Reference(gm, recipe, info)
+        ref = Int8Reference(gm, recipe, _portable(info))
     if device_enroll:
         ref.enroll = quantize_enroll(EnrollStep(enhancer).eval(), calib, config)
     return ref

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.models.blocks import DecoderBlock
 from pocketvqe.models.step import StreamStep, capture
+from pocketvqe.signals import run_step
 
 from .calibration import CalibFrames, calibration_frames, check_calibration, clip_bounds
 from .config import PTQConfig
@@ -46,21 +47,14 @@ def resolve_keep_float(enhancer, names: Sequence[str], field: str = "keep_float"
     return tuple(dict.fromkeys(out))
 
 
-def stream(module, frames: CalibFrames, init_state: Sequence[torch.Tensor], bar=None,
-           on_frame=None) -> list[torch.Tensor]:
-    """Run ``frames`` through a step module, state threaded and reset at each clip start -> outputs."""
+def stream(module, frames: CalibFrames, init_state: Sequence[torch.Tensor], bar=None) -> list[torch.Tensor]:
+    """Run ``frames`` through a step module (:func:`pocketvqe.signals.run_step`), the state reset at each
+    clip start -> one tensor of enhanced samples per clip."""
     outs = []
-    with torch.no_grad():
-        for a, b in clip_bounds(frames):
-            state = [s.clone() for s in init_state]
-            for i in range(a, b):
-                res = module(*frames[i], *state)
-                outs.append(res[0])
-                state = list(res[1:])
-                if on_frame is not None:
-                    on_frame(i)
-                if bar is not None:
-                    bar.update(1)
+    for a, b in clip_bounds(frames):
+        y, _ = run_step(module, frames[a:b], [s.clone() for s in init_state],
+                        on_frame=None if bar is None else (lambda i: bar.update(1)))
+        outs.append(torch.from_numpy(y))
     return outs
 
 

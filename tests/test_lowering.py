@@ -10,11 +10,17 @@ import pytest
 import torch
 from torch.utils import _pytree as pytree
 
-from pocketvqe.export.lower import (export_model, load_method, lower, quantize_pt2e_static, to_buffer,
-                                    undelegated_compute_ops)
-from pocketvqe.export.step import StreamStep
+from pocketvqe.export.lower import load_method, lower, to_buffer, undelegated_compute_ops
 from pocketvqe.kernels import StreamingSTFT, apply_ccm
 from pocketvqe.models.blocks import AlignBlock, Bottleneck, DecoderBlock, EncoderBlock
+from pocketvqe.models.step import StreamStep, capture
+from pocketvqe.quant import quantize_static, xnnpack_quantizer
+
+
+def _quantizer():
+    """The quantizer these tests were written against (the old xnnpack_quantizer defaults): per-channel
+    int8 weights, min-max activation ranges, every op int8 (signal processing included)."""
+    return xnnpack_quantizer(per_channel=True, float_dsp=False, observer="minmax", percentile=99.9)
 
 
 class BlockStep(torch.nn.Module):
@@ -99,11 +105,11 @@ def test_block_lowers_fully_delegated_and_matches(name, quant, bn_randomizer):
     state_leaves = [t for t in pytree.tree_leaves(state) if t is not None]
     example = (*signals, *state_leaves)
     ref = wrapped
-    ep = export_model(wrapped, example)
+    ep = capture(wrapped, example)
     if quant == "int8":
         calib = [(*sig, *(torch.randn_like(t) for t in state_leaves)) for sig in _frames(signals, 8, seed=1)]
-        ref = quantize_pt2e_static(ep, calib)
-        ep = export_model(ref, example)
+        ref = quantize_static(ep, calib, _quantizer())
+        ep = capture(ref, example)
     edge = lower(ep)
     assert undelegated_compute_ops(edge) == []
     method = load_method(to_buffer(edge))
@@ -130,7 +136,7 @@ def _step_and_frames(make_enhancer, speech_like, n_frames):
 
 def test_whole_step_fp32_program_matches_eager(make_enhancer, speech_like):
     step, frames = _step_and_frames(make_enhancer, speech_like, 60)
-    edge = lower(export_model(step, step.example_inputs()))
+    edge = lower(capture(step, step.example_inputs()))
     assert undelegated_compute_ops(edge) == []
     method = load_method(to_buffer(edge))
     got, _ = _run_stream(lambda *a: method.execute(a), frames, step.init_state())
@@ -149,8 +155,8 @@ def test_whole_step_int8_program_matches_int8_reference(make_enhancer, speech_li
         for sig in calib_frames:
             calib.append((*sig, *state))
             state = list(step(*sig, *state)[1:])
-    ref = quantize_pt2e_static(export_model(step, step.example_inputs()), calib)
-    edge = lower(export_model(ref, step.example_inputs()))
+    ref = quantize_static(capture(step, step.example_inputs()), calib, _quantizer())
+    edge = lower(capture(ref, step.example_inputs()))
     assert undelegated_compute_ops(edge) == []
     n_quant_linear = sum(1 for n in ref.graph.nodes if n.target == torch.ops.aten.linear.default
                          and "dequantize_per_channel" in str(n.args[1].target))

@@ -52,16 +52,19 @@ def _noisy_speech(seconds: float) -> np.ndarray:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     from pocketvqe.audio import write_audio
-    from pocketvqe.export.bundle import clip_frames
-    from pocketvqe.export.program import export_program, write_manifest, write_program
-    from pocketvqe.quant import PTQConfig, quantize, save_quantized
+    from pocketvqe.export import export_program
+    from pocketvqe.export.program import write_manifest, write_program
+    from pocketvqe.quant import PTQConfig, int8_reference, save_quantized
+    from pocketvqe.signals import frames_of
     d = tmp_path_factory.mktemp("pb")
     enh = _enhancer(TINY)
     ckpt = save_checkpoint(d / "tiny.pt", enh)
     mic = _noisy_speech(2.0)
     write_audio(d / "mic.wav", mic, 16000)
     out = d / "prog"
-    progs = [export_program(enh, "fp32"), export_program(enh, "ptq", clip_frames(enh, mic)[:100])]
+    calib = frames_of(mic, None, TINY.hop, tensors=True)[:100]            # the first second of the clip
+    progs = [export_program(enh), export_program(enh, int8_reference(enh, "ptq", PTQConfig(), calibration=calib))]
+    assert [p.name for p in progs] == ["tiny-ns-fp32", "tiny-ns-int8"]
     pt2 = save_quantized(d / "tiny-q.pt2", progs[1].reference, {"quant": {"mode": "ptq"}}, enhancer=enh)
     files = [write_program(p, out) for p in progs]
     write_manifest(out, progs, files, extra={"checkpoint": str(ckpt)})
@@ -80,7 +83,8 @@ def test_parity_fp32_on_host_meets_the_manifest(built, capsys):
     assert rc == 0, out
     for key in ("target", "snr_db_vs_float", "max_abs_diff", "pass", "pesq_vs_float", "tolerances"):
         assert key in res
-    assert res["target"] == "host" and res["variant"] == "fp32" and res["frames"] == 200
+    assert res["target"] == "host" and res["variant"] == "fp32" and res["precision"] == "fp32" and res["frames"] == 200
+    assert "quant" not in res
     assert res["snr_db_vs_float"] == "inf" or res["snr_db_vs_float"] > 70.0
     assert res["tolerances"] == {"snr_db_vs_float": 70.0} and res["pass"] is True
     assert res["max_abs_diff"] < 1e-3
@@ -90,7 +94,7 @@ def test_parity_fp32_on_host_meets_the_manifest(built, capsys):
 def test_parity_int8_meets_35_db_against_its_pt2_reference(built, capsys):
     rc, res = _parity(built, built["int8"], "--ref", str(built["ckpt"]), "--ref", str(built["pt2"]))
     assert rc == 0, capsys.readouterr().out
-    assert res["variant"] == "int8" and res["pass"] is True
+    assert res["variant"] == "int8" and res["precision"] == "int8" and res["pass"] is True
     assert res["snr_db_vs_int8_ref"] > 35.0, res
     assert res["snr_db_vs_float"] < res["snr_db_vs_int8_ref"]        # int8 is further from float than from its ref
     rc2, res2 = _parity(built, built["int8"], "--ref", str(built["pt2"]))   # float weights from the .pt2
@@ -98,7 +102,7 @@ def test_parity_int8_meets_35_db_against_its_pt2_reference(built, capsys):
 
 
 def test_parity_reports_the_programs_sensitivity_floor(built):
-    from pocketvqe.export.bundle import dithered
+    from pocketvqe.signals import dithered
     frames = [[np.zeros(160, np.float32), np.ones(160, np.float32)] for _ in range(3)]
     noisy = dithered(frames)
     assert all(np.allclose(np.abs(f[0]), 1 / 32768) and f[1] is g[1] for f, g in zip(noisy, frames))
@@ -213,15 +217,30 @@ def test_bench_config_is_validated():
     assert cycle_frames([1, 2, 3], 7) == [1, 2, 3, 1, 2, 3, 1]
 
 
-def test_tolerances_from_both_manifest_layouts_and_arm_rules():
-    export_style = {"programs": {"m-ptq": {"file": "m-ptq.pte", "tolerances": {"snr_db": 35.0}}}}
-    build_style = {"tolerances": {"fp32": {"snr_db_vs_float": 70.0}, "int8": {"snr_db_vs_int8_ref": 35.0}}}
-    assert manifest_tolerances(export_style, "m-ptq.pte", "ptq") == {"snr_db_vs_int8_ref": 35.0}
-    assert manifest_tolerances(build_style, "m-ptq.pte", "ptq") == {"snr_db_vs_int8_ref": 35.0}
-    assert manifest_tolerances(build_style, "m-fp32.pte", "fp32") == {"snr_db_vs_float": 70.0}
+def test_tolerances_from_the_program_entries_and_arm_rules(built):
+    """Each manifest program entry states its own tolerances: ``snr_db`` (vs the precision's reference) or
+    explicit ``snr_db_vs_*`` bounds. A manifest-wide table (the old layout) is no longer read."""
+    per_program = {"programs": {"m-int8": {"file": "m-int8.pte", "tolerances": {"snr_db": 35.0}},
+                                "m-fp32": {"file": "m-fp32.pte", "tolerances": {"snr_db": 70.0}}}}
+    explicit = {"programs": {"a": {"file": "m-fp32.pte", "tolerances": {"snr_db_vs_float": 70.0, "snr_db": 1.0}},
+                             "b": {"file": "m-int8.pte", "tolerances": {"snr_db_vs_int8_ref": 35.0}}}}
+    assert manifest_tolerances(per_program, "m-int8.pte", "int8") == {"snr_db_vs_int8_ref": 35.0}
+    assert manifest_tolerances(per_program, "m-fp32.pte", "fp32") == {"snr_db_vs_float": 70.0}
+    assert manifest_tolerances(explicit, "m-int8.pte", "int8") == {"snr_db_vs_int8_ref": 35.0}
+    assert manifest_tolerances(explicit, "m-fp32.pte", "fp32") == {"snr_db_vs_float": 70.0}
     with pytest.raises(PocketVQEError, match="states no tolerance"):
-        manifest_tolerances({}, "m-ptq.pte", "ptq")
-    tol, notes = target_tolerances({"snr_db_vs_int8_ref": 35.0}, "ptq", "qemu-arm64")
+        manifest_tolerances({}, "m-int8.pte", "int8")
+    table = {"tolerances": {"fp32": {"snr_db_vs_float": 70.0}, "int8": {"snr_db_vs_int8_ref": 35.0}}}
+    with pytest.raises(PocketVQEError, match="states no tolerance"):
+        manifest_tolerances(table, "m-int8.pte", "int8")
+    # what write_manifest writes: each program entry has its own tolerances, precision and recipe
+    man = json.loads((built["out"] / "manifest.json").read_text())
+    assert "tolerances" not in man and set(man["programs"]) == {"tiny-ns-fp32", "tiny-ns-int8"}
+    fp, q = man["programs"]["tiny-ns-fp32"], man["programs"]["tiny-ns-int8"]
+    assert (fp["precision"], fp["recipe"], q["precision"], q["recipe"]) == ("fp32", None, "int8", "ptq")
+    assert manifest_tolerances(man, "tiny-ns-fp32.pte", "fp32") == {"snr_db_vs_float": 70.0}
+    assert manifest_tolerances(man, "tiny-ns-int8.pte", "int8") == {"snr_db_vs_int8_ref": 35.0}
+    tol, notes = target_tolerances({"snr_db_vs_int8_ref": 35.0}, "int8", "qemu-arm64")
     assert tol == {"snr_db_vs_int8_ref": 30.0, "snr_db_vs_host": 30.0} and "round differently" in notes[0]
     assert target_tolerances({"snr_db_vs_float": 70.0}, "fp32", "qemu-arm64")[0] == {"snr_db_vs_float": 70.0}
     assert judge({"snr_db_vs_float": 71.0}, {"snr_db_vs_float": 70.0}) == (True, [])

@@ -18,11 +18,12 @@ import torch
 
 from pocketvqe.cli import main
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.data import corpus_root
 from pocketvqe.models import Enhancer, ModelConfig, get_config, save_checkpoint
 from pocketvqe.quant import (RECIPES, PTQConfig, QATConfig, calibration_frames, convert, fine_tune, float_linears,
-                             load_quantized, prepare_qat, propose_keep_float, quantize, quantized_linears,
-                             recommended_ptq, save_quantized, sensitivity)
-from pocketvqe.quant.calibration import CalibFrames, corpus_root
+                             int8_reference, load_quantized, prepare_qat, propose_keep_float, quantize,
+                             quantized_linears, recommended_ptq, save_quantized, sensitivity)
+from pocketvqe.quant.calibration import CalibFrames
 from pocketvqe.quant.debug import candidates, sqnr_db
 from pocketvqe.quant.ptq import stream
 
@@ -76,7 +77,7 @@ def test_clip(enh):
 
 
 def _float_out(enh, frames):
-    from pocketvqe.export.step import StreamStep
+    from pocketvqe.models.step import StreamStep
     step = StreamStep(enh).eval()
     return torch.cat(stream(step, frames, step.init_state())), step.init_state()
 
@@ -343,7 +344,7 @@ def test_cli_quantize_then_enhance_personalized(tmp_path, speech_like, bn_random
     assert main(["enhance", "--model", str(out), "--mic", str(mic), "--enroll", str(enroll), "--out", str(y)]) == 0
     x, sr = read_audio(y)
     assert sr == 16000 and len(x) == 8000 and np.isfinite(x).all()
-    model = load_model(out)                                            # the same through the loader registry
+    model = load_model(out)                                            # the same through the model loader
     spk = model.enroll(speech_like(1.0, seed=2))
     ref = model.float_enhancer.enhance(speech_like(0.5, seed=1), None, spk)
     got = model.enhance(speech_like(0.5, seed=1), None, spk)
@@ -367,7 +368,7 @@ def test_dynamic_module_keeps_int8_weights_lowers_and_matches(enh, calib, gm, te
     The program loads (ExecuTorch 1.4.1's NHWC pass rewired the encoder's state cat without
     ``export.lower._fix_dynamic_nhwc``), matches its reference > 35 dB and stays int8-sized (~70 s)."""
     from pocketvqe.export.bundle import program_fidelity
-    from pocketvqe.export.program import export_program
+    from pocketvqe.export import export_program
     dyn = quantize(enh, PTQConfig(calib_clips=3, calib_seconds=1.0, dynamic=("net.dec.3",)), calib, progress=False)
     assert dyn.meta["pocketvqe_quant"]["dynamic"] == ["enhancer.net.dec.3"]
     def module(n) -> str:
@@ -385,13 +386,13 @@ def test_dynamic_module_keeps_int8_weights_lowers_and_matches(enh, calib, gm, te
     snr_dyn, snr_static = (sqnr_db(ref, torch.cat(stream(m, test_clip, init))) for m in (dyn, gm))
     assert snr_dyn > snr_static - 1.0, (snr_dyn, snr_static)                 # per-frame ranges lose nothing
     path = save_quantized(tmp_path / "dyn.pt2", dyn, {"quant": dyn.meta["pocketvqe_quant"]}, enhancer=enh)
-    prog = export_program(enh, path)
+    prog = export_program(enh, int8_reference(enh, path))
     assert prog.delegation["undelegated_compute_ops"] == []
     fid = program_fidelity(prog, list(test_clip)[:60])
     assert fid["snr_db_vs_reference"] > 35.0, fid
-    kept = export_program(enh, save_quantized(tmp_path / "kf.pt2", q := quantize(
+    kept = export_program(enh, int8_reference(enh, save_quantized(tmp_path / "kf.pt2", q := quantize(
         enh, PTQConfig(calib_clips=3, calib_seconds=1.0, keep_float=("net.dec.3",)), calib, progress=False),
-        {"quant": q.meta["pocketvqe_quant"]}, enhancer=enh))
+        {"quant": q.meta["pocketvqe_quant"]}, enhancer=enh)))
     assert len(prog.buffer) < len(kept.buffer)                                # int8 weights, not fp32 ones
 
 

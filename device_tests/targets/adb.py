@@ -1,7 +1,7 @@
 """adb[:SERIAL]: an Android phone through adb, running an ExecuTorch ``executor_runner`` binary.
 
 The phone runs no Python, so this target drives the runner that ExecuTorch builds from source
-with the Android NDK (``executor_runner`` with XNNPACK linked; README: "Running on a phone").
+with the Android NDK (``executor_runner`` with XNNPACK linked; docs/phone.md).
 Give its path with ``--runner`` or ``POCKETVQE_ADB_RUNNER``. It must be built with logging on
 (``-DEXECUTORCH_ENABLE_LOGGING=ON``: a Release build prints no timings otherwise) and accept the
 upstream flags used here: ``--model_path --method_name --inputs --output_file --cpu_threads
@@ -328,7 +328,7 @@ class AdbTarget:
         if self.runner is None or not self.runner.is_file():
             raise PocketVQEError(
                 f"{self.name}: no executor_runner binary ({self.runner or 'not configured'}): build it from ExecuTorch "
-                "source with the Android NDK (README: 'Running on a phone') and give it with --runner or POCKETVQE_ADB_RUNNER")
+                "source with the Android NDK (docs/phone.md in the pocketvqe repository) and give it with --runner or POCKETVQE_ADB_RUNNER")
         in_specs, out_specs = method_specs(pte, method)
         plain_in = check_inputs(stacked, state, in_specs, pte.name, method)
         n_frames = int(stacked[0].shape[0])

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Union, runtime_checkable
@@ -35,9 +34,9 @@ import numpy as np
 
 from pocketvqe.errors import PocketVQEError
 
+from ..runner_io import RUNNER_OK_MARK, RUNNER_SCRIPT, parse_ok_line, run_cmd  # noqa: F401  (the targets' API)
+
 JOB_VERSION = 1
-RUNNER_OK_MARK = "POCKETVQE_RUNNER_OK"
-RUNNER_SCRIPT = Path(__file__).resolve().parent.parent / "arm_runner.py"
 
 FramesLike = Union[Sequence[Sequence[np.ndarray]], Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
@@ -215,35 +214,3 @@ def read_job_results(out_dir: Path, *, target: str, emulated: bool) -> RunResult
     return RunResult(outputs=outputs, final_state=final_state, per_frame_us=per_frame_us,
                      load_ms=res.get("load_ms"), peak_rss_kb=peak, target=target,
                      emulated=emulated, timing=timing, extra=extra)
-
-
-def parse_ok_line(stdout: str, what: str) -> dict[str, Any]:
-    """The JSON after the runner's last ``POCKETVQE_RUNNER_OK`` line; its error line raises."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RUNNER_OK_MARK):
-            return json.loads(line[len(RUNNER_OK_MARK):].strip() or "{}")
-        if line.startswith("POCKETVQE_RUNNER_ERROR"):
-            raise PocketVQEError(f"{what}: {line.split(':', 1)[1].strip()}")
-    raise PocketVQEError(f"{what} printed no result line; its output ended with:\n{stdout[-1500:]}\n"
-                         "check that the target runs Python >= 3.12 with numpy and executorch-numpy-runtime")
-
-
-# ----------------------------------------------------------------------------------------------
-# subprocess
-
-
-def run_cmd(cmd: Sequence[str], *, what: str, fix: str, timeout: float | None = None,
-            env: Mapping[str, str] | None = None, input_text: str | None = None,
-            check: bool = True, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    """Run a command, capturing text output; a failure raises PocketVQEError naming ``fix``."""
-    try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env,
-                              input=input_text, cwd=cwd)
-    except FileNotFoundError:
-        raise PocketVQEError(f"{what}: `{cmd[0]}` is not installed or not on PATH: {fix}") from None
-    except subprocess.TimeoutExpired:
-        raise PocketVQEError(f"{what}: timed out after {timeout:.0f} s: {fix}") from None
-    if check and proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
-        raise PocketVQEError(f"{what} failed (exit {proc.returncode}):\n  " + "\n  ".join(tail) + f"\n{fix}")
-    return proc
