@@ -20,14 +20,16 @@ sysdeps:
 	  else echo "warning: missing system packages:$$missing (run as root or install them)"; fi; \
 	fi
 
+# pip's own notes (index locations, the editable-install notice) go to .venv/install.log; shown on failure.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
-	touch $(STAMP)
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "installing pocketvqe and its Python packages into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -c constraints.txt -e '.[all]'; } \
+	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 build: setup
-	$(BIN)/pocketvqe build
+	@$(BIN)/pocketvqe build
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -48,8 +48,8 @@ from pocketvqe.export.lower import (
 )
 from pocketvqe.fileio import atomic_write_text
 from pocketvqe.kernels import apply_ccm
-from pocketvqe.models import Enhancer, get_config
-from pocketvqe.models.checkpoint import load_checkpoint
+from pocketvqe.models import get_config
+from pocketvqe.models.checkpoint import init_checkpoint, load_checkpoint
 from pocketvqe.models.deepvqe import compress
 from pocketvqe.models.step import StreamStep, capture
 from pocketvqe.quant import PTQConfig, int8_reference, ptq_quantizer, quantize_static, recommended_ptq
@@ -226,14 +226,7 @@ class _Identity(nn.Module):
 def _enhancer(cfg: ProfileConfig):
     if cfg.ckpt:
         return load_checkpoint(cfg.ckpt, expect=cfg.config)[0]
-    torch.manual_seed(cfg.seed)
-    enh = Enhancer(get_config(cfg.config)).eval()
-    g = torch.Generator().manual_seed(cfg.seed)
-    for m in enh.modules():          # a trained model's BatchNorm statistics are not 0/1
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return enh
+    return init_checkpoint(get_config(cfg.config), cfg.seed, bn_stats=True)     # a trained model's BN stats are not 0/1
 
 
 def _step_rows(enh, cfg: ProfileConfig, bar) -> list[dict]:

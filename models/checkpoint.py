@@ -90,7 +90,16 @@ def load_checkpoint(path: str | os.PathLike, expect: str | ModelConfig | None = 
     return enh.eval(), ckpt
 
 
-def init_checkpoint(cfg: ModelConfig, seed: int = 0) -> Enhancer:
-    """A randomly initialised model, reproducible from the seed."""
+def init_checkpoint(cfg: ModelConfig, seed: int = 0, bn_stats: bool = False) -> Enhancer:
+    """A randomly initialised model, reproducible from the seed. With ``bn_stats`` every BatchNorm gets
+    non-trivial running statistics (mean ~ N(0, 0.1), var in [0.5, 1.5)), as a trained model has:
+    a fresh model's 0/1 statistics hide BatchNorm-folding faults in tests and profiles."""
     torch.manual_seed(seed)
-    return Enhancer(cfg).eval()
+    enh = Enhancer(cfg)
+    if bn_stats:
+        g = torch.Generator().manual_seed(seed)
+        for m in enh.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return enh.eval()

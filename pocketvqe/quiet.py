@@ -3,12 +3,13 @@
 Filtered: the torch / torchao / ExecuTorch loggers below ERROR, and warnings known to be noise on
 this stack (pytree's ``LeafSpec`` deprecation, torchao's optional mxfp8 kernel library that this CPU
 build does not ship, the ``KernelPreference`` pytree registration note). Every other warning still
-shows. :func:`runtime_log` sends what the ExecuTorch C++ runtime prints on stderr
-(``[threadpool.cpp]``, ``[cpuinfo_utils.cpp]`` lines) to a log file in the output folder instead.
+shows. :func:`runtime_log` sends what the ExecuTorch C++ runtime prints (``[threadpool.cpp]``,
+``[cpuinfo_utils.cpp]`` lines) to a log file in the output folder instead.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -31,31 +32,41 @@ def quiet_libraries() -> None:
     _done = True
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    filter_noise()
+
+
+def filter_noise() -> None:
+    """Ignore the warnings in :data:`NOISE` (and only those)."""
     for pattern in NOISE:
         warnings.filterwarnings("ignore", message=pattern)
 
 
 @contextlib.contextmanager
 def runtime_log(path: str | os.PathLike | None) -> Iterator[None]:
-    """While inside, file descriptor 2 (where the ExecuTorch runtime's C++ log goes) is appended to
-    ``path``; Python's own ``sys.stderr`` (progress bars, stage lines, errors) stays on the console.
-    ``path`` None: nothing is redirected."""
+    """While inside, everything printed is appended to ``path``: the ExecuTorch runtime's log lines
+    (``[threadpool.cpp]``, ``[cpuinfo_utils.cpp]``; its Python binding writes them to ``sys.stderr``),
+    native writes to file descriptors 1 and 2, and Python warnings. Use it around work that has no
+    progress bar of its own; stage lines go before and after. ``path`` None: nothing is redirected."""
     if path is None:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    console = os.fdopen(os.dup(saved), "w", buffering=1)
-    old_stderr = sys.stderr
-    with open(path, "ab", buffering=0) as log:
+    libc = ctypes.CDLL(None)
+    old = (sys.stdout, sys.stderr)
+    for f in old:
+        f.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "a", buffering=1, encoding="utf-8") as log:
+        os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        sys.stderr = console
+        sys.stdout = sys.stderr = log
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sys.stderr = old_stderr
-            console.close()
+            log.flush()
+            libc.fflush(None)                 # C stdio buffers may still hold runtime lines: into the log
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sys.stdout, sys.stderr = old

@@ -22,7 +22,7 @@ from pocketvqe.audio import read_audio, resample
 from pocketvqe.device_tests.parity import format_parity_table, reference_outputs
 from pocketvqe.device_tests.targets import get_target
 from pocketvqe.export.program import export_program, write_manifest, write_program
-from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models import get_config, init_checkpoint
 from pocketvqe.models.checkpoint import save_checkpoint
 from pocketvqe.quant import int8_reference
 from pocketvqe.signals import frames_of
@@ -97,15 +97,8 @@ def make_clip(cfg, seconds: float, near_at: float, far_at: float, seed: int):
 
 
 def seeded_enhancer(name: str, seed: int = 0):
-    """A seeded model with non-trivial BatchNorm statistics (as tests/conftest.py's bn_randomizer)."""
-    torch.manual_seed(seed)
-    enh = Enhancer(get_config(name))
-    g = torch.Generator().manual_seed(seed)
-    for m in enh.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return enh.eval()
+    """A seeded model with non-trivial BatchNorm statistics."""
+    return init_checkpoint(get_config(name), seed, bn_stats=True)
 
 
 @pytest.fixture(scope="session")
