@@ -96,10 +96,15 @@ def init_checkpoint(cfg: ModelConfig, seed: int = 0, bn_stats: bool = False) -> 
     a fresh model's 0/1 statistics hide BatchNorm-folding faults in tests and profiles."""
     torch.manual_seed(seed)
     enh = Enhancer(cfg)
-    if bn_stats:
-        g = torch.Generator().manual_seed(seed)
-        for m in enh.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return enh.eval()
+    return (randomize_bn_stats(enh, seed) if bn_stats else enh).eval()
+
+
+def randomize_bn_stats(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm2d of ``model`` (in place) running statistics like a trained model's:
+    mean ~ N(0, 0.1), var in [0.5, 1.5); returns ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model

@@ -210,8 +210,8 @@ def xnnpack_quantizer(*, per_channel: bool, float_dsp: bool, observer: str | Non
             return model
 
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=is_qat)
-    ctr = _activation_observer(observer, percentile)
-    if not is_qat and observer != "histogram":
+    if not is_qat and observer != "histogram":        # QAT: the config's fake quant; histogram: XNNPACK's own
+        ctr = _activation_observer(observer, percentile)
         act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=ctr.with_args(eps=2 ** -12))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     return StreamingXNNPACKQuantizer().set_global(config)

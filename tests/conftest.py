@@ -3,19 +3,13 @@ import pytest
 import torch
 
 from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models.checkpoint import randomize_bn_stats
 
 # Tests run many tiny ops: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine.
 torch.set_num_threads(1)
 
 
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every BatchNorm non-trivial running statistics (a trained model's are not 0/1)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
+randomize_bn = randomize_bn_stats          # one home: pocketvqe.models.checkpoint
 
 
 @pytest.fixture

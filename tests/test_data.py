@@ -16,8 +16,17 @@ import pytest
 import soundfile as sf
 
 from pocketvqe.cli import main
-from pocketvqe.data import (SCENARIOS, CorpusSizes, SimConfig, Simulator, collate_mixtures, load_eval_set,
-                            load_manifest, make_eval_set, prepare_corpus)
+from pocketvqe.data import (
+    SCENARIOS,
+    CorpusSizes,
+    SimConfig,
+    Simulator,
+    collate_mixtures,
+    load_eval_set,
+    load_manifest,
+    make_eval_set,
+    prepare_corpus,
+)
 from pocketvqe.data.build import BuildContext
 from pocketvqe.data.debs import fetch_debs, find_tool, write_private_apt_config
 from pocketvqe.data.manifest import check_disjoint, split_by_key

@@ -10,9 +10,20 @@ import pytest
 from pocketvqe.cli import main
 from pocketvqe.data import prepare_corpus
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.evaluate import (BASELINE, OVERALL, ModelProcessor, IdentityProcessor,
-                                PeerProcessor, aggregate, alignment_lag_ms, load_clips, load_processor,
-                                markdown_table, metric_groups, run_processors)
+from pocketvqe.evaluate import (
+    BASELINE,
+    OVERALL,
+    IdentityProcessor,
+    ModelProcessor,
+    PeerProcessor,
+    aggregate,
+    alignment_lag_ms,
+    load_clips,
+    load_processor,
+    markdown_table,
+    metric_groups,
+    run_processors,
+)
 from pocketvqe.models import get_config, init_checkpoint, save_checkpoint
 from pocketvqe.peers import available_peers
 

@@ -22,7 +22,7 @@ from pocketvqe.export import FORMAT, export_program
 from pocketvqe.export.bundle import bundle_tolerances, enroll_fidelity, make_bundle, verify_bundle
 from pocketvqe.export.program import write_program
 from pocketvqe.export.runner import ProgramModel
-from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models import Enhancer, get_config, init_checkpoint
 from pocketvqe.models.checkpoint import save_checkpoint
 from pocketvqe.quant import PTQConfig, int8_reference
 from pocketvqe.signals import frames_of, run_step, snr_db
@@ -31,15 +31,7 @@ LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
 
 def _randomized(name: str, seed: int = 0) -> Enhancer:
-    """As conftest's bn_randomizer (module-scoped fixtures cannot use function fixtures)."""
-    torch.manual_seed(seed)
-    enh = Enhancer(get_config(name))
-    g = torch.Generator().manual_seed(seed)
-    for m in enh.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return enh.eval()
+    return init_checkpoint(get_config(name), seed, bn_stats=True)
 
 
 def _clip_frames(enh: Enhancer, mic, far=None, enroll=None) -> list:

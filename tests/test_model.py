@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.models import Enhancer, get_config, list_configs, load_checkpoint, save_checkpoint
+from pocketvqe.models import get_config, list_configs, load_checkpoint, save_checkpoint
 from pocketvqe.models.profile import describe
 
 ALL = list_configs()

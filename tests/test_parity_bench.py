@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pocketvqe.cli import main
 from pocketvqe.device_tests.bench import BenchConfig, cycle_frames
 from pocketvqe.device_tests.parity import judge, manifest_tolerances, target_tolerances
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.models import Enhancer, get_config
+from pocketvqe.models import Enhancer, get_config, init_checkpoint
 from pocketvqe.models.checkpoint import save_checkpoint
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -29,15 +28,7 @@ TINY = dataclasses.replace(get_config("ns-s16"), name="tiny-ns", mic_channels=(4
 
 
 def _enhancer(cfg, seed: int = 0) -> Enhancer:
-    """Seeded, with non-trivial BatchNorm statistics (as conftest's bn_randomizer)."""
-    torch.manual_seed(seed)
-    enh = Enhancer(cfg)
-    g = torch.Generator().manual_seed(seed)
-    for m in enh.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return enh.eval()
+    return init_checkpoint(cfg, seed, bn_stats=True)
 
 
 def _noisy_speech(seconds: float) -> np.ndarray:

@@ -17,12 +17,28 @@ import pytest
 import torch
 
 from pocketvqe.cli import main
-from pocketvqe.errors import PocketVQEError
 from pocketvqe.data import corpus_root
+from pocketvqe.errors import PocketVQEError
 from pocketvqe.models import Enhancer, ModelConfig, get_config, save_checkpoint
-from pocketvqe.quant import (RECIPES, PTQConfig, QATConfig, calibration_frames, convert, fine_tune, float_linears,
-                             int8_reference, load_quantized, prepare_qat, propose_keep_float, quantize,
-                             quantized_linears, recommended_ptq, save_quantized, sensitivity)
+from pocketvqe.models.checkpoint import randomize_bn_stats
+from pocketvqe.quant import (
+    RECIPES,
+    PTQConfig,
+    QATConfig,
+    calibration_frames,
+    convert,
+    fine_tune,
+    float_linears,
+    int8_reference,
+    load_quantized,
+    prepare_qat,
+    propose_keep_float,
+    quantize,
+    quantized_linears,
+    recommended_ptq,
+    save_quantized,
+    sensitivity,
+)
 from pocketvqe.quant.calibration import CalibFrames
 from pocketvqe.quant.debug import candidates, sqnr_db
 from pocketvqe.quant.ptq import stream
@@ -33,15 +49,7 @@ TINY_P = dataclasses.replace(TINY, name="tiny-p", personalized=True, speaker_pro
 GRU_GATES = ("ir", "iz", "in_", "hr", "hz", "hn")
 
 
-def _realistic_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """conftest's ``bn_randomizer`` (non-trivial BN statistics); repeated here because module-scoped
-    fixtures cannot use a function-scoped fixture."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
+_realistic_bn = randomize_bn_stats
 
 
 def _model(cfg, seed=0) -> Enhancer:
@@ -367,8 +375,8 @@ def test_dynamic_module_keeps_int8_weights_lowers_and_matches(enh, calib, gm, te
     first encoder's output) get int8 weights and per-frame activation ranges, nothing else changes mode.
     The program loads (ExecuTorch 1.4.1's NHWC pass rewired the encoder's state cat without
     ``export.lower._fix_dynamic_nhwc``), matches its reference > 35 dB and stays int8-sized (~70 s)."""
-    from pocketvqe.export.bundle import program_fidelity
     from pocketvqe.export import export_program
+    from pocketvqe.export.bundle import program_fidelity
     dyn = quantize(enh, PTQConfig(calib_clips=3, calib_seconds=1.0, dynamic=("net.dec.3",)), calib, progress=False)
     assert dyn.meta["pocketvqe_quant"]["dynamic"] == ["enhancer.net.dec.3"]
     def module(n) -> str:

@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pocketvqe.device_tests.targets import RunResult, get_target, list_targets, stack_frames
-from pocketvqe.device_tests.targets import adb as adb_mod
 from pocketvqe.cli import main
 from pocketvqe.device_tests import qemu_env
+from pocketvqe.device_tests.targets import RunResult, get_target, list_targets, stack_frames
+from pocketvqe.device_tests.targets import adb as adb_mod
 from pocketvqe.device_tests.targets import qemu as qemu_mod
 from pocketvqe.device_tests.targets.base import check_state
 from pocketvqe.device_tests.targets.ssh import SshTarget
@@ -39,8 +39,10 @@ D_IN, D_H, N_FRAMES = 8, 16, 12
 def _build_tiny(out: Path) -> SimpleNamespace:
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                          get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from executorch.exir import to_edge_transform_and_lower
     from torch import nn
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

@@ -21,12 +21,27 @@ import torch
 from pocketvqe.cli import main
 from pocketvqe.data import prepare_corpus
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.models import (Enhancer, ModelConfig, get_config, init_checkpoint, load_checkpoint, read_checkpoint,
-                              save_checkpoint)
-from pocketvqe.train import (CompressedSpectralLoss, TrainConfig, Trainer, enhance_aligned, load_init_weights,
-                             resolve_model_config, sim_config, speaker_embedding)
-from pocketvqe.train.loop import make_loader
+from pocketvqe.models import (
+    Enhancer,
+    ModelConfig,
+    get_config,
+    init_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from pocketvqe.train import (
+    CompressedSpectralLoss,
+    TrainConfig,
+    Trainer,
+    enhance_aligned,
+    load_init_weights,
+    resolve_model_config,
+    sim_config,
+    speaker_embedding,
+)
 from pocketvqe.train import ddp as D
+from pocketvqe.train.loop import make_loader
 
 TINY = dataclasses.replace(get_config("dvqe-s16"), name="tiny", mic_channels=(4, 8, 8, 8), far_channels=(4, 8),
                            dec_channels=(8, 8, 8, 27), gru_hidden=16, align_delay=8)
