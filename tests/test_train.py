@@ -130,7 +130,7 @@ def test_loss_is_the_compressed_complex_mse():
     t = torch.from_numpy(tgt)[None]
     assert float(loss(t, t)) == 0.0
     # a sign flip keeps every magnitude: only the complex term (weight 0.3) remains
-    mag, cplx = loss.terms(-t, t)
+    mag, cplx, short = loss.terms(-t, t)
     assert float(mag) < 1e-9 * float(cplx)
     assert float(loss(-t, t)) == pytest.approx(0.3 * float(cplx), rel=1e-6)
     # silent target (far-end single talk) and a silent estimate: finite loss and gradient
@@ -138,6 +138,24 @@ def test_loss_is_the_compressed_complex_mse():
     z = loss(e, torch.zeros(1, 3200)) + loss(torch.from_numpy(est)[None], torch.zeros(1, 3200))
     z.backward()
     assert math.isfinite(float(z.detach())) and torch.isfinite(e.grad).all()
+
+
+def test_speech_keeping_term_charges_removed_speech_more_than_residual_noise():
+    rng = np.random.default_rng(1)
+    t = torch.from_numpy((rng.standard_normal(3200) * 0.1).astype(np.float32))[None]
+    plain = CompressedSpectralLoss(320, 160)
+    keep = CompressedSpectralLoss(320, 160, keep_weight=1.0)
+    quiet, loud = 0.5 * t, 1.5 * t                    # speech taken away / left too loud
+    assert float(keep(t, t)) == 0.0
+    # each output's extra over the plain loss is its shortfall term: all of the quiet one's magnitude
+    # error, none of the loud one's (the mutation: keep_weight=0 gives the plain loss, no extra)
+    assert float(keep(quiet, t) - plain(quiet, t)) == pytest.approx(float(plain.terms(quiet, t)[0]), rel=1e-5)
+    assert float(keep(loud, t)) == pytest.approx(float(plain(loud, t)), rel=1e-6)
+    assert float(CompressedSpectralLoss(320, 160, keep_weight=0.0)(quiet, t)) == float(plain(quiet, t))
+    with pytest.raises(ValueError, match="keep_weight"):
+        CompressedSpectralLoss(320, 160, keep_weight=-1.0)
+    with pytest.raises(PocketVQEError, match="loss_keep_weight"):
+        TrainConfig(loss_keep_weight=-0.5)
 
 
 # ------------------------------------------------------------------------------ alignment and PVQE

@@ -26,7 +26,8 @@ _FIELDS = {"steps": "steps", "batch": "batch", "lr": "lr", "lr_final": "lr_final
            "weight_decay": "weight_decay", "grad_clip": "grad_clip", "clip_seconds": "clip_seconds",
            "enroll_seconds": "enroll_seconds", "scenarios": "scenarios", "data": "data", "init": "init",
            "ckpt_every": "ckpt_every", "valid_every": "valid_every", "valid_clips": "valid_clips",
-           "seed": "seed", "device": "device", "workers": "workers", "threads": "threads"}
+           "seed": "seed", "device": "device", "workers": "workers", "threads": "threads",
+           "loss_keep": "loss_keep_weight"}
 
 
 def add_arguments(p):
@@ -45,6 +46,9 @@ def add_arguments(p):
     p.add_argument("--warmup", type=int, help=f"linear warmup steps (default {d.warmup})")
     p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {d.weight_decay:g})")
     p.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 = off (default {d.grad_clip:g})")
+    p.add_argument("--loss-keep", type=float,
+                   help=f"weight of the speech-keeping loss term: the estimate's shortfall below the target's "
+                        f"compressed magnitude (default {d.loss_keep_weight:g}, off)")
     p.add_argument("--clip-seconds", type=float, help=f"training clip length (default {d.clip_seconds:g})")
     p.add_argument("--enroll-seconds", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help=f"enrollment length range, personalized models (default {d.enroll_seconds[0]:g} "

@@ -29,7 +29,8 @@ class TrainConfig:
     after ``warmup`` linear steps, then cosine decay to ``lr * lr_final``.
     grad_clip: max global gradient L2 norm (0 = off).
     Loss: ``loss_mag_weight`` * MSE of |S|^c + (1 - loss_mag_weight) * MSE of the
-    compressed complex spectra |S|^c e^{j angle S}, c = ``loss_exponent``.
+    compressed complex spectra |S|^c e^{j angle S}, c = ``loss_exponent``, plus ``loss_keep_weight``
+    * the mean squared shortfall of |S'|^c below |S|^c (speech taken away; 0 = off, see ``train.loss``).
     Data: on-the-fly mixtures (``pocketvqe.data.Simulator``) of ``clip_seconds`` from the corpus at
     ``data`` (None: $POCKETVQE_DATA or ~/.cache/pocketvqe/corpus); ``scenarios`` empty means every
     scenario the model serves; ``enroll_seconds`` is the enrollment length range (personalized).
@@ -50,6 +51,7 @@ class TrainConfig:
     grad_clip: float = 3.0
     loss_exponent: float = 0.3
     loss_mag_weight: float = 0.7
+    loss_keep_weight: float = 0.0
     clip_seconds: float = 4.0
     enroll_seconds: tuple[float, float] = (5.0, 10.0)
     scenarios: tuple[str, ...] = ()
@@ -95,6 +97,8 @@ class TrainConfig:
             bad(f"loss_exponent={self.loss_exponent} must lie in (0, 1] (0.3)")
         if not 0 <= self.loss_mag_weight <= 1:
             bad(f"loss_mag_weight={self.loss_mag_weight} must lie in [0, 1] (0.7)")
+        if not self.loss_keep_weight >= 0:
+            bad(f"loss_keep_weight={self.loss_keep_weight} must be >= 0 (0 turns the speech-keeping term off)")
         if not self.clip_seconds >= 1.0:
             bad(f"clip_seconds={self.clip_seconds} must be >= 1 (the simulator's minimum)")
         if len(self.enroll_seconds) != 2 or not 0.5 <= self.enroll_seconds[0] <= self.enroll_seconds[1] <= 60:

@@ -209,7 +209,7 @@ class Trainer:
         else:
             self.ddp = self.model
         self.loss_fn = CompressedSpectralLoss(model_cfg.n_fft, model_cfg.hop, cfg.loss_exponent,
-                                              cfg.loss_mag_weight).to(self.device)
+                                              cfg.loss_mag_weight, keep_weight=cfg.loss_keep_weight).to(self.device)
         self.opt = torch.optim.AdamW(param_groups(self.enh, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         self.step = 0
         self.loss_ema: float | None = None
