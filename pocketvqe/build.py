@@ -150,9 +150,15 @@ def build(bc: BuildConfig) -> dict:
     cfg = enh.cfg
     progs, clip, int8_from = export_programs(enh, bc, log, say=lambda i, msg: _say(i, n, msg))
     sizes = {q: p.pte.stat().st_size for q, p in progs.items()}
-    targets = ["host"] + (["qemu-arm64"] if bc.qemu and Sysroot().ready() else [])
-    _say(4, n, f"parity: {' and '.join(targets)}" + ("" if not bc.qemu or len(targets) > 1 else
-                                                      " (qemu-arm64 skipped: run `pocketvqe device setup qemu-arm64`)"))
+    targets = ["host"] + (["qemu-arm64"] if bc.qemu else [])
+    _say(4, n, f"parity: {' and '.join(targets)}")
+    if bc.qemu and not Sysroot().ready():      # once per machine (~15-70 s), cached; --no-qemu skips ARM parity
+        _say(4, n, "qemu-arm64: setting up the emulated arm64 runtime (once, cached)")
+        try:
+            with runtime_log(log):
+                Sysroot().setup(progress=None)
+        except PocketVQEError as exc:
+            raise PocketVQEError(f"{exc} (or build without ARM parity: pocketvqe build --no-qemu)") from None
     with runtime_log(log):
         parity, outputs = _parity(progs, clip, targets)
     write_json(out / "parity.json", {"clip": clip.source, "rows": parity})
