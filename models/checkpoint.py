@@ -68,6 +68,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise PocketVQEError(f"{path} is not a pocketvqe checkpoint (expected format {FORMAT}); "
                              "for a .pte or .pt2 use the matching --model file type")
+    missing = [k for k in ("config", "state_dict") if not isinstance(ckpt.get(k), dict)]
+    if missing:
+        raise PocketVQEError(f"checkpoint {path} has no {' or '.join(repr(k) for k in missing)}: it was not written by "
+                             "`pocketvqe train` / `pocketvqe init` (or was edited); re-create it with them")
     return ckpt
 
 

@@ -32,6 +32,9 @@ def read_audio(path: str | os.PathLike, *, channel: int | None = None, what: str
             "or convert it with `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`") from None
     if data.shape[0] == 0:
         raise PocketVQEError(f"{what} file {path} holds no samples (empty or truncated): re-export it")
+    if sr <= 0:
+        raise PocketVQEError(f"{what} file {path} says its sample rate is {sr} Hz (a broken header): re-export it, "
+                             "or rewrite the header with `sox IN -r 16000 OUT.wav` if you know the real rate")
     if data.shape[1] > 1:
         if channel is None:
             raise PocketVQEError(

@@ -6,6 +6,7 @@ Modules are imported only when their command runs, so `pocketvqe info` stays fas
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import sys
@@ -51,6 +52,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def os_problem(exc: OSError) -> str:
+    """A file system error as one sentence that names the path and the fix."""
+    where = f" {exc.filename}" if exc.filename else ""
+    fix = {errno.EACCES: "choose a folder you can write to (--out) or fix its permissions",
+           errno.EROFS: "the file system is read-only: choose another output folder (--out)",
+           errno.ENOSPC: "the disk is full: free space or choose another output folder",
+           errno.EEXIST: "a file is in the way: give a folder path that does not exist as a file",
+           errno.ENOTDIR: "a file is in the way: give a folder path that does not exist as a file",
+           errno.EISDIR: "that is a folder: give a file path",
+           errno.ENOENT: "check the path"}.get(exc.errno, "check the path and its permissions")
+    return f"cannot use{where}: {exc.strerror or exc}; {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -59,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except PocketVQEError as exc:
         print(f"pocketvqe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:        # the file system said no: name the path and what to do, not a traceback
+        print(f"pocketvqe {args.command}: error: {os_problem(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
