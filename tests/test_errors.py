@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from pocketvqe.cli import main
 
-CKPT = "models/checkpoints/dvqe-s16.pt"
+CKPT = str(Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "dvqe-s16.pt")
 
 
 def _err(capsys) -> str:
