@@ -16,12 +16,14 @@ import torch
 
 
 def snr_db(ref, test) -> float:
-    """10 log10(sum ref^2 / sum (ref - test)^2) in float64; ``inf`` when the two are identical."""
+    """10 log10(sum ref^2 / sum (ref - test)^2) in float64; ``inf`` when the two are identical, ``-inf``
+    when the reference is silent and the test is not."""
     ref, test = np.asarray(ref, np.float64).reshape(-1), np.asarray(test, np.float64).reshape(-1)
     noise = float(np.sum((ref - test) ** 2))
     if noise == 0.0:
         return float("inf")
-    return float(10 * np.log10(max(float(np.sum(ref ** 2)), 1e-30) / noise))
+    signal = float(np.sum(ref ** 2))
+    return float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
 def frames_of(mic, far=None, hop: int = 160, speaker=None, tensors: bool = False) -> list[list]:

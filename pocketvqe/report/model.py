@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from pocketvqe.signals import snr_db
+
 from .formatting import BENCH_ORDER, fmt_us
 
 
@@ -62,14 +64,6 @@ def _dbfs(v: float) -> float:
     return 20.0 * math.log10(v) if v > 0 else -math.inf
 
 
-def _snr_db(ref: np.ndarray, x: np.ndarray) -> float:
-    err = float(np.sum((x - ref) ** 2))
-    sig = float(np.sum(ref ** 2))
-    if err == 0.0:
-        return math.inf
-    return 10.0 * math.log10(sig / err) if sig > 0 else -math.inf
-
-
 def _nonfinite(x: Any) -> int:
     x = np.asarray(x)
     return int(np.count_nonzero(~np.isfinite(x))) if np.issubdtype(x.dtype, np.floating) else 0
@@ -121,7 +115,7 @@ def audio_model(audio: dict, sr: int) -> AudioModel:
             if name != ref_name and "int8" in name.lower():
                 n = min(x.size, ref.size)
                 broken = stats[name]["nonfinite"] or stats[ref_name]["nonfinite"]
-                snr = math.nan if broken else _snr_db(ref[:n], x[:n])
+                snr = math.nan if broken else snr_db(ref[:n], x[:n])
                 errors.append((f"{name} − {ref_name}", name, x[:n] - ref[:n], snr))
     return AudioModel(tracks, stats, ref_name, errors)
 
