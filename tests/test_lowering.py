@@ -5,7 +5,6 @@ reference (the converted PT2E GraphModule): XNNPACK's int8 kernels requantize wi
 rounding, so they differ from the reference's fp32 emulation by about one quantization step per
 layer; we state the tolerance as an SNR (dB) over the outputs of several streamed frames.
 """
-import numpy as np
 import pytest
 import torch
 from torch.utils import _pytree as pytree
@@ -15,6 +14,7 @@ from pocketvqe.kernels import StreamingSTFT, apply_ccm
 from pocketvqe.models.blocks import AlignBlock, Bottleneck, DecoderBlock, EncoderBlock
 from pocketvqe.models.step import StreamStep, capture
 from pocketvqe.quant import quantize_static, xnnpack_quantizer
+from pocketvqe.signals import snr_db
 
 
 def _quantizer():
@@ -92,11 +92,6 @@ def _run_stream(fn, frames, state):
     return torch.stack(outs), state
 
 
-def _snr_db(ref, test):
-    ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
-    return 10 * np.log10(np.sum(ref ** 2) / max(np.sum((ref - test) ** 2), 1e-30))
-
-
 @pytest.mark.parametrize("quant", ["fp32", "int8"])
 @pytest.mark.parametrize("name", list(_blocks()))
 def test_block_lowers_fully_delegated_and_matches(name, quant, bn_randomizer):
@@ -120,7 +115,7 @@ def test_block_lowers_fully_delegated_and_matches(name, quant, bn_randomizer):
     if quant == "fp32":
         assert (got - want).abs().max().item() < 1e-4
     else:
-        assert _snr_db(want, got) > 25.0, f"{name}: int8 program vs int8 reference SNR {_snr_db(want, got):.1f} dB"
+        assert snr_db(want, got) > 25.0, f"{name}: int8 program vs int8 reference SNR {snr_db(want, got):.1f} dB"
 
 
 def _step_and_frames(make_enhancer, speech_like, n_frames):
@@ -165,6 +160,6 @@ def test_whole_step_int8_program_matches_int8_reference(make_enhancer, speech_li
     got, _ = _run_stream(lambda *a: method.execute(a), eval_frames, step.init_state())
     with torch.no_grad():
         want, _ = _run_stream(ref, eval_frames, step.init_state())
-    snr = _snr_db(want.numpy(), got.numpy())
+    snr = snr_db(want.numpy(), got.numpy())
     print(f"int8 .pte vs int8 reference: SNR {snr:.1f} dB, max abs {float((got - want).abs().max()):.2e}")
     assert snr > 20.0

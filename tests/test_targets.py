@@ -27,6 +27,7 @@ from pocketvqe.device_tests.targets import qemu as qemu_mod
 from pocketvqe.device_tests.targets.base import check_state
 from pocketvqe.device_tests.targets.ssh import SshTarget
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.signals import snr_db
 
 FIX = Path(__file__).parent / "fixtures" / "device"
 D_IN, D_H, N_FRAMES = 8, 16, 12
@@ -96,11 +97,6 @@ def eager(module, frames, h0):
             y, h = module(torch.from_numpy(x), h)
             ys.append(y.numpy().copy())
     return np.stack(ys), h.numpy()
-
-
-def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    err = float(np.sum((ref.astype(np.float64) - test) ** 2))
-    return float("inf") if err == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / err)
 
 
 @pytest.fixture(scope="module")
