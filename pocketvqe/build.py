@@ -81,10 +81,10 @@ def _load_model(bc: BuildConfig):
     return init_checkpoint(get_config(bc.config), bc.seed), f"random init (seed {bc.seed})", False
 
 
-def _parity(progs: dict[str, Packaged], clip, targets: list[str]) -> tuple[list[dict], dict]:
-    """Parity rows of every program on every target, and the waveforms the report plays."""
+def _parity(progs: dict[str, Packaged], clip, frames, targets: list[str]) -> tuple[list[dict], dict]:
+    """Parity rows of every program on every target over ``frames`` (the clip's), and the waveforms
+    the report plays."""
     step = progs["fp32"].program.step
-    frames = clip.frames(step.cfg.hop, tensors=False)
     init = step.init_state()
     refs = reference_outputs(frames, init, step, progs["int8"].program.reference)
     rows, outputs, host_out, floors = [], {"input (mic)": clip.mic, "float": refs["float"]}, {}, {}
@@ -149,6 +149,7 @@ def build(bc: BuildConfig) -> dict:
     enh, source, trained = _load_model(bc)
     cfg = enh.cfg
     progs, clip, int8_from = export_programs(enh, bc, log, say=lambda i, msg: _say(i, n, msg))
+    frames = clip.frames(cfg.hop, tensors=False)          # parity and bench run over the same clip
     sizes = {q: p.pte.stat().st_size for q, p in progs.items()}
     targets = ["host"] + (["qemu-arm64"] if bc.qemu else [])
     _say(4, n, f"parity: {' and '.join(targets)}")
@@ -160,13 +161,13 @@ def build(bc: BuildConfig) -> dict:
         except PocketVQEError as exc:
             raise PocketVQEError(f"{exc} (or build without ARM parity: pocketvqe build --no-qemu)") from None
     with runtime_log(log):
-        parity, outputs = _parity(progs, clip, targets)
+        parity, outputs = _parity(progs, clip, frames, targets)
     write_json(out / "parity.json", {"clip": clip.source, "rows": parity})
 
     _say(5, n, f"bench: host, one thread, {bc.bench_frames} frames per variant")
     step = progs["fp32"].program.step
     with runtime_log(log):
-        bench = run_bench(progs["int8"].pte, clip.frames(cfg.hop, tensors=False), step.init_state(),
+        bench = run_bench(progs["int8"].pte, frames, step.init_state(),
                           hop_ms=1000.0 * cfg.hop / cfg.sample_rate, config=BenchConfig(frames=bc.bench_frames),
                           float_step=step, others={"fp32-pte": progs["fp32"].pte})
     for r in bench["rows"]:
