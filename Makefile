@@ -3,12 +3,14 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the project uses (audio decoding, ARM emulation, report checks; gcc builds webrtcvad for resemblyzer).
+# Debian packages the project uses (audio decoding, ARM emulation, report checks; gcc builds webrtcvad for
+# resemblyzer; cmake, g++ and g++-aarch64-linux-gnu build the native runner for the host and for aarch64).
 APT_PACKAGES ?= ffmpeg sox espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-	libspeexdsp1 pocketsphinx-testdata qemu-user chromium fonts-dejavu-core gcc libc6-dev
+	libspeexdsp1 pocketsphinx-testdata qemu-user chromium fonts-dejavu-core gcc libc6-dev \
+	cmake g++ g++-aarch64-linux-gnu
 STAMP := $(VENV)/.installed
 
-.PHONY: build test setup sysdeps bench clean
+.PHONY: build test setup sysdeps bench runner clean
 
 setup: sysdeps $(STAMP)
 
@@ -34,6 +36,10 @@ build: setup
 test: setup
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q device_tests/suite --target qemu-arm64 --benchmark-skip
+
+# The native runner for the host and aarch64: build/runner-host/, build/runner-aarch64/ (cached builds).
+runner: setup
+	@$(BIN)/pocketvqe runner build --out build
 
 bench: setup
 	$(BIN)/python -m pytest -q --benchmark-only device_tests/suite/bench_step.py

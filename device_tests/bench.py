@@ -56,6 +56,11 @@ def row_name(precision: str) -> str:
     return f"{precision}-pte"
 
 
+def native_name(name: str) -> str:
+    """The row of a program timed through the native runner: ``int8-pte`` -> ``int8-native``."""
+    return name.replace("-pte", "") + "-native"
+
+
 def cycle_frames(frames: Sequence, n: int) -> list:
     """``frames`` repeated (clip looped) and cut to ``n`` frames."""
     if not frames:
@@ -116,9 +121,12 @@ def time_program(target, pte: str | Path, frames, init_state: Sequence, warmup: 
 
 def run_bench(pte: str | Path, frames, init_state: Sequence, *, hop_ms: float, target="host",
               config: BenchConfig = BenchConfig(), name: str = "int8-pte", float_step=None,
-              others: Mapping[str, str | Path] | None = None, keep_per_frame: bool = True) -> dict:
+              others: Mapping[str, str | Path] | None = None, keep_per_frame: bool = True,
+              native: bool = False) -> dict:
     """Time ``pte`` on ``target`` over ``config.frames`` frames (``frames`` looped as needed); on the
-    host also ``float_step`` (row ``float-eager``) and every program in ``others`` (name -> path).
+    host also ``float_step`` (row ``float-eager``) and every program in ``others`` (name -> path);
+    with ``native``, every program again through the native host runner (rows ``*-native``: what an
+    app calling ``Module::execute`` pays, no Python around the call).
 
     Returns {target, threads, hop_ms, frames, p50_us, p90_us, p99_us, max_us, rtf, deadline_misses,
     load_ms, peak_rss_kb, rss_growth_kb, rows: [{name, p50_us, ..., ratio_to_main}], per_frame_us}."""
@@ -138,9 +146,13 @@ def run_bench(pte: str | Path, frames, init_state: Sequence, *, hop_ms: float, t
     elif float_step is not None or others:
         notes.append(f"{t.name}: only the program itself is timed (the float step and other programs run on host)")
     timed[name] = time_program(t, pte, run, init_state, config.warmup, config.threads)
+    if native and t.name == "host":
+        nt = get_target("host-native")
+        for key, path in [*(others or {}).items(), (name, pte)]:
+            timed[native_name(key)] = time_program(nt, path, run, init_state, config.warmup, config.threads)
     main = latency_stats(timed[name]["per_frame_us"], hop_ms)
     rows = []
-    for key in ("float-eager", "fp32-pte", "int8-pte", *timed):
+    for key in ("float-eager", "fp32-pte", "int8-pte", "fp32-native", "int8-native", *timed):
         if key in timed and key not in {r["name"] for r in rows}:
             stats = latency_stats(timed[key]["per_frame_us"], hop_ms)
             rows.append({"name": key, **stats, "ratio_to_main": stats["p50_us"] / main["p50_us"],

@@ -1,19 +1,16 @@
-"""How the harness talks to the runner script on a target: where the script is, how its result line
-reads, and how a command runs with an error that names the fix. Shared by the targets and the
-qemu environment (which the qemu target imports), so it imports neither."""
+"""How the harness talks to a runner on a target: how its result line reads, and how a command runs
+with an error that names the fix. Shared by the targets and :mod:`pocketvqe.device_tests.native`."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pocketvqe.errors import PocketVQEError
 
 RUNNER_OK_MARK = "POCKETVQE_RUNNER_OK"
-RUNNER_SCRIPT = Path(__file__).resolve().parent / "arm_runner.py"
 
 
 def parse_ok_line(stdout: str, what: str) -> dict[str, Any]:
@@ -24,7 +21,7 @@ def parse_ok_line(stdout: str, what: str) -> dict[str, Any]:
         if line.startswith("POCKETVQE_RUNNER_ERROR"):
             raise PocketVQEError(f"{what}: {line.split(':', 1)[1].strip()}")
     raise PocketVQEError(f"{what} printed no result line; its output ended with:\n{stdout[-1500:]}\n"
-                         "check that the target runs Python >= 3.12 with numpy and executorch-numpy-runtime")
+                         "check that the runner was built for this target's architecture")
 
 
 def run_cmd(cmd: Sequence[str], *, what: str, fix: str, timeout: float | None = None,

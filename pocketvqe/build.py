@@ -1,5 +1,10 @@
 """The main job: checkpoint -> fp32 + int8 .pte + manifest -> parity (host, qemu-arm64) -> bench -> report.
 
+Besides the programs, ``<out>/runner-aarch64/`` holds the native runner for ARM Linux (binary + its
+ExecuTorch libraries, listed with sha256 in the manifest); ARM parity and the ARM check of each bundled
+self-check run through it under qemu, and the bench times each program through the native host runner
+beside the Python binding and the float eager step.
+
 `pocketvqe build` and `make build` run :func:`build`; each stage prints one line. The programs come
 from the same export step as `pocketvqe export` (:func:`pocketvqe.export.package`) with the same
 int8 recipe (:func:`pocketvqe.quant.recommended_ptq`), so the same seed gives the same bytes.
@@ -14,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pocketvqe.device_tests.bench import BenchConfig, run_bench
+from pocketvqe.device_tests.native import NativeRunner, build_runner, copy_runner
 from pocketvqe.device_tests.parity import program_tolerances, reference_outputs, report_row, run_parity
-from pocketvqe.device_tests.qemu_env import Sysroot
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.export import Packaged, package, seed_everything, self_check_clip, write_manifest
+from pocketvqe.export.bundle import bundle_tolerances
 from pocketvqe.export.program import file_entry
 from pocketvqe.fileio import write_json
 from pocketvqe.models import get_config, init_checkpoint, load_checkpoint
@@ -123,6 +129,29 @@ def _notes(progs: dict[str, Packaged], trained: bool, int8_from: str, sizes: dic
     return notes
 
 
+def _arm_bundle_checks(progs: dict[str, Packaged], runner: Path) -> dict:
+    """Each program's bundled self-check (.bpte) re-run by the aarch64 runner under qemu, at the
+    program's bundle tolerances: {precision: {pass, cases, max_abs_err, rtol, atol}}."""
+    arm = NativeRunner(runner)
+    out = {}
+    for precision, done in progs.items():
+        bpte = done.pte.with_suffix(".bpte")
+        rtol, atol = bundle_tolerances(done.program, bpte.read_bytes())["forward"]
+        rep = arm.verify(bpte, rtol, atol)
+        fwd = [c for c in rep["cases"] if c["method"] == "forward"]
+        out[precision] = {"pass": rep["pass"], "cases": len(rep["cases"]), "rtol": rtol, "atol": atol,
+                          "forward_max_abs_err": max((c["max_abs_err"] for c in fwd), default=None)}
+    return out
+
+
+def _runner_entry(runner: Path, out: Path) -> dict:
+    """The manifest's record of the runner folder: arch, executorch version and every file with sha256."""
+    info = NativeRunner(runner).info
+    files = sorted(p for p in runner.rglob("*") if p.is_file())
+    return {"folder": runner.name, "arch": info.get("arch"), "executorch": info.get("executorch"),
+            "files": [{**file_entry(p), "file": p.relative_to(out).as_posix()} for p in files]}
+
+
 def export_programs(enh, bc: BuildConfig, log: Path | None = None, say=lambda i, msg: None
                     ) -> tuple[dict[str, Packaged], object, str]:
     """The fp32 and int8 programs of the build, written to ``bc.out``: the same calls, with the same
@@ -153,30 +182,31 @@ def build(bc: BuildConfig) -> dict:
     sizes = {q: p.pte.stat().st_size for q, p in progs.items()}
     targets = ["host"] + (["qemu-arm64"] if bc.qemu else [])
     _say(4, n, f"parity: {' and '.join(targets)}")
-    if bc.qemu and not Sysroot().ready():      # once per machine (~15-70 s), cached; --no-qemu skips ARM parity
-        _say(4, n, "qemu-arm64: setting up the emulated arm64 runtime (once, cached)")
+    runner = None
+    if bc.qemu:                # built once per machine and cached (~15 s); --no-qemu skips ARM parity
         try:
             with runtime_log(log):
-                Sysroot().setup(progress=None)
+                runner = copy_runner(build_runner("aarch64"), out / "runner-aarch64")
         except PocketVQEError as exc:
             raise PocketVQEError(f"{exc} (or build without ARM parity: pocketvqe build --no-qemu)") from None
     with runtime_log(log):
         parity, outputs = _parity(progs, clip, frames, targets)
-    write_json(out / "parity.json", {"clip": clip.source, "rows": parity})
+    arm_bundle = _arm_bundle_checks(progs, runner) if runner else {}
+    write_json(out / "parity.json", {"clip": clip.source, "rows": parity, "bundle_arm": arm_bundle})
 
     _say(5, n, f"bench: host, one thread, {bc.bench_frames} frames per variant")
     step = progs["fp32"].program.step
     with runtime_log(log):
         bench = run_bench(progs["int8"].pte, frames, step.init_state(),
                           hop_ms=1000.0 * cfg.hop / cfg.sample_rate, config=BenchConfig(frames=bc.bench_frames),
-                          float_step=step, others={"fp32-pte": progs["fp32"].pte})
+                          float_step=step, others={"fp32-pte": progs["fp32"].pte}, native=True)
     for r in bench["rows"]:
         r["ratio_to_int8"] = r["ratio_to_main"]
     write_json(out / "bench.json", bench)
 
     write_manifest(out, list(progs.values()),
                    extra={"checkpoint": source, "trained": trained, "int8_size_ratio": sizes["int8"] / sizes["fp32"],
-                          "int8_from": int8_from})
+                          "int8_from": int8_from, **({"runner": _runner_entry(runner, out)} if runner else {})})
     _say(6, n, "report")
     notes = _notes(progs, trained, int8_from, sizes, time.perf_counter() - t_start)
     files = [f for p in progs.values() for f in p.files]
@@ -184,5 +214,5 @@ def build(bc: BuildConfig) -> dict:
                             sample_rate=cfg.sample_rate, hop=cfg.hop, audio=outputs,
                             parity=[report_row(r) for r in parity], bench=bench,
                             artifacts=[file_entry(p) for p in files], notes=notes), out)
-    return {"out": str(out), "parity": parity, "bench": bench, "bench_rows": bench["rows"], "sizes": sizes,
+    return {"out": str(out), "parity": parity, "bundle_arm": arm_bundle, "bench": bench, "bench_rows": bench["rows"], "sizes": sizes,
             "checks": {q: p.checks.to_dict() for q, p in progs.items()}}

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "quant-report": "pocketvqe.commands.quant_report",
     "export": "pocketvqe.commands.export",
     "device": "pocketvqe.commands.device",
+    "runner": "pocketvqe.commands.runner",
     "parity": "pocketvqe.commands.parity",
     "bench": "pocketvqe.commands.bench",
     "build": "pocketvqe.commands.build",

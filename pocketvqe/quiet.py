@@ -20,7 +20,8 @@ from typing import Iterator
 LOGGERS = ("executorch", "torchao", "torch._export", "torch.export", "torch._dynamo", "torch.fx",
            "torch.utils._pytree")
 NOISE = (r".*isinstance\(treespec, LeafSpec\).*", r".*LeafSpec.*is deprecated.*", r".*KernelPreference.*",
-         r".*_C_mxfp8.*", r".*mxfp8.*")
+         r".*_C_mxfp8.*", r".*mxfp8.*",
+         r"Output Buffer not found.*", r"Unsupported kwarg encountered.*")   # the ETDump inspector, on every dump
 _done = False
 
 

@@ -1,16 +1,16 @@
-"""Device targets: a tiny real streaming .pte (Linear + tanh, state threaded) on host and qemu-arm64.
+"""Device targets: a tiny real streaming .pte (Linear + tanh, state threaded) on host, host-native and qemu-arm64.
 
-host and qemu-arm64 run for real. adb and ssh need hardware that is not here: their tests check
-command lines and parsing against hand-written transcripts (tests/fixtures/device/README.md),
-and drive the whole adb/ssh flow through *local* stand-ins (a fake adb that copies files and runs
-the job script with sh, a fake runner that copies inputs to outputs; ssh run locally with the
-emulated Python). None of those is presented as a device run.
+host, host-native (the native runner) and qemu-arm64 (the aarch64 native runner under qemu) run for
+real. adb and ssh need hardware that is not here: their tests check command lines and parsing against
+hand-written transcripts (tests/fixtures/device/README.md), and drive the whole adb/ssh flow through
+*local* stand-ins (a fake adb that copies files and runs the job script with sh, a fake runner that
+copies inputs to outputs; ssh run locally, the pushed aarch64 runner under qemu). None of those is
+presented as a device run.
 """
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from pocketvqe.cli import main
-from pocketvqe.device_tests import qemu_env
+from pocketvqe.device_tests import native
 from pocketvqe.device_tests.targets import RunResult, get_target, list_targets, stack_frames
 from pocketvqe.device_tests.targets import adb as adb_mod
 from pocketvqe.device_tests.targets import qemu as qemu_mod
@@ -202,59 +202,69 @@ def test_get_target_specs():
 # qemu-arm64 (real emulation)
 
 
-def _sysroot_or_skip() -> qemu_env.Sysroot:
-    if shutil.which("qemu-aarch64") is None:
-        msg = "qemu-aarch64 missing: `apt-get install qemu-user` (the Makefile's sysdeps install it)"
+def _runner_or_skip(arch: str) -> Path:
+    """The cached native runner for ``arch`` (built on first use); skipped when the compilers are missing
+    outside CI (in CI, `make setup` installs them, so a missing one fails)."""
+    tools = ["cmake", "g++"] + (["aarch64-linux-gnu-g++", "qemu-aarch64"] if arch == "aarch64" else [])
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = f"{', '.join(missing)} missing: `make setup` installs them"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    sysroot = qemu_env.Sysroot()
-    sysroot.setup()  # idempotent: cached after the first build
-    return sysroot
+    return native.build_runner(arch)
 
 
-@pytest.mark.slow
-def test_qemu_arm64_matches_host_fp32_and_int8(tiny, host_results):
-    _sysroot_or_skip()
-    target = get_target("qemu-arm64")
+@pytest.mark.parametrize("spec, arch", [("host-native", "host"), ("qemu-arm64", "aarch64")])
+def test_native_targets_match_host_fp32_and_int8(tiny, host_results, spec, arch):
+    _runner_or_skip(arch)
+    target = get_target(spec)
     info = target.describe()
-    assert info["emulated"] and info["ready"] and info["arch"] == "aarch64"
-    assert info["runtime"] == "executorch-numpy-runtime" and info["et_version"]
-    for name, min_snr in (("fp32", 100.0), ("int8", 30.0)):  # int8 ARM vs host SNR > 30 dB
-        res = target.run_frames(getattr(tiny, name), tiny.frames, 1, [tiny.h0], time_it=True)
+    assert info["ready"] and info["runtime"].startswith("executorch (native")
+    assert info["runtime_version"] == native.executorch_version()
+    for name in ("fp32", "int8"):
+        res = target.run_frames(getattr(tiny, name), tiny.frames, 1, [tiny.h0], time_it=True, warmup=2)
         host = host_results[name]
+        assert res.outputs[0].shape == host.outputs[0].shape
+        assert res.extra["runtime_version"] == native.executorch_version()
+        diff = float(np.abs(res.outputs[0] - host.outputs[0]).max())
+        print(f"\n{name}: {spec} vs host max|diff| {diff:.3g}, wall {res.extra['wall_s']} s")
+        if spec == "host-native":           # the same runtime on the same CPU: the same bits
+            assert not res.emulated and res.per_frame_us is not None and res.per_frame_us.shape == (N_FRAMES,)
+            assert res.peak_rss_kb and res.peak_rss_kb < 200 * 1024, "the runner alone, no torch: well under 200 MiB"
+            np.testing.assert_array_equal(res.outputs[0], host.outputs[0])
+            np.testing.assert_array_equal(res.final_state[0], host.final_state[0])
+            continue
         assert res.emulated and res.per_frame_us is None, "emulated runs must not report timings"
         assert res.extra["arch"] == "aarch64"
-        assert res.outputs[0].shape == host.outputs[0].shape
-        diff = float(np.abs(res.outputs[0] - host.outputs[0]).max())
-        snr = snr_db(host.outputs[0], res.outputs[0])
-        print(f"\n{name}: qemu-arm64 vs host max|diff| {diff:.3g}, SNR {snr:.1f} dB, "
-              f"wall {res.extra['wall_s']} s, load {res.load_ms:.1f} ms (emulated)")
-        assert snr > min_snr
-        if name == "fp32":
+        assert snr_db(host.outputs[0], res.outputs[0]) > (100.0 if name == "fp32" else 30.0)
+        if name == "fp32":                   # x86 and ARM fp32 kernels agree to ~1e-7
             assert diff < 1e-5
             np.testing.assert_allclose(res.final_state[0], host.final_state[0], atol=1e-5)
 
 
-def test_qemu_not_set_up_says_how(tiny, tmp_path):
+def test_native_target_without_a_runner_says_how(tiny, tmp_path):
     target = qemu_mod.QemuArm64Target(cache_dir=tmp_path / "empty-cache")
     assert target.describe()["ready"] is False
-    with pytest.raises(PocketVQEError, match="pocketvqe device setup qemu-arm64|apt-get install qemu-user"):
+    (tmp_path / "empty").mkdir()
+    target = qemu_mod.QemuArm64Target(runner=str(tmp_path / "empty"))
+    with pytest.raises(PocketVQEError, match="pocketvqe runner build"):
         target.run_frames(tiny.fp32, tiny.frames[:2], 1, [tiny.h0])
 
 
-@pytest.mark.slow
-def test_ssh_flow_over_a_local_transport_with_the_emulated_python(tiny, host_results, tmp_path):
-    """The ssh code path end to end, but 'ssh' runs the command here and the 'board's Python' is
-    the emulated arm64 one: checks copying, remote command lines and result reading."""
-    sysroot = _sysroot_or_skip()
+def test_ssh_flow_over_a_local_transport_with_the_pushed_aarch64_runner(tiny, host_results, tmp_path):
+    """The ssh code path end to end, but 'ssh' runs the command here and the pushed aarch64 runner
+    runs under qemu: checks copying, remote command lines and result reading."""
+    _runner_or_skip("aarch64")
     calls = []
 
     def local_exec(argv, stdin):
         calls.append(list(argv))
         if argv[0] == "ssh":
-            return subprocess.run(["sh", "-c", argv[-1]], input=stdin, capture_output=True, text=True,
-                                  env={**sysroot.qemu_env(), "PATH": os.environ["PATH"]})
+            cmd = argv[-1]
+            if "pocketvqe-runner" in cmd:        # the board would run it natively; here, under qemu
+                cmd = " ".join(native.QEMU_CMD) + " " + cmd
+            return subprocess.run(["sh", "-c", cmd], input=stdin, capture_output=True, text=True)
         assert argv[0] == "scp"
         *srcs, dst = [a for a in argv[argv.index("ConnectTimeout=15") + 1:]]
         for s in srcs:
@@ -263,51 +273,16 @@ def test_ssh_flow_over_a_local_transport_with_the_emulated_python(tiny, host_res
             shutil.copytree(src, d / src.name)
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    py = " ".join(shlex.quote(p) for p in sysroot.python_cmd())
-    target = SshTarget("board", python=py, remote_tmp=str(tmp_path), exec_fn=local_exec)
+    target = SshTarget("board", remote_tmp=str(tmp_path), exec_fn=local_exec)
     res = target.run_frames(tiny.int8, tiny.frames, 1, [tiny.h0], time_it=True)
     assert [c[0] for c in calls] == ["ssh", "scp", "ssh", "scp", "ssh"]
     assert calls[0][-1].startswith("mktemp -d") and calls[-1][-1].startswith("rm -rf ")
+    assert "pocketvqe-runner' job " in calls[2][-1] or "pocketvqe-runner job " in calls[2][-1]
     assert not list(tmp_path.glob("pocketvqe.*")), "the remote work folder was not removed"
     assert res.target == "ssh:board" and not res.emulated
     assert res.per_frame_us is not None and res.per_frame_us.shape == (N_FRAMES,)
     assert res.extra["arch"] == "aarch64"
     assert snr_db(host_results["int8"].outputs[0], res.outputs[0]) > 30
-
-
-# ----------------------------------------------------------------------------------------------
-# the host's Debian mirror (only the suite changes)
-
-
-def test_mirror_from_deb822_sources(tmp_path, monkeypatch):
-    monkeypatch.delenv("POCKETVQE_DEBIAN_MIRROR", raising=False)
-    monkeypatch.setattr(qemu_env, "_os_release", lambda: {"VERSION_CODENAME": "bookworm"})
-    d = tmp_path / "sources.list.d"
-    d.mkdir()
-    (d / "debian.sources").write_text(
-        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
-        "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
-        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-    assert qemu_env.find_debian_mirror(tmp_path) == ("http://mirror.example/debian",
-                                                     "/usr/share/keyrings/debian-archive-keyring.gpg")
-
-
-def test_mirror_from_one_line_sources_and_env_override(tmp_path, monkeypatch):
-    monkeypatch.delenv("POCKETVQE_DEBIAN_MIRROR", raising=False)
-    monkeypatch.setattr(qemu_env, "_os_release", lambda: {"VERSION_CODENAME": "trixie"})
-    (tmp_path / "sources.list").write_text("# deb http://old/ trixie main\n"
-                                           "deb [signed-by=/k.gpg] http://mirror.example/debian/ trixie main\n")
-    assert qemu_env.find_debian_mirror(tmp_path) == ("http://mirror.example/debian", "/k.gpg")
-    monkeypatch.setenv("POCKETVQE_DEBIAN_MIRROR", "http://other.example/debian/")
-    assert qemu_env.find_debian_mirror(tmp_path)[0] == "http://other.example/debian"
-
-
-def test_mirror_missing_names_the_override(tmp_path, monkeypatch):
-    monkeypatch.delenv("POCKETVQE_DEBIAN_MIRROR", raising=False)
-    monkeypatch.setattr(qemu_env, "_os_release", lambda: {"VERSION_CODENAME": "noble"})
-    (tmp_path / "sources.list").write_text("deb http://archive.example/ubuntu noble-updates main\n")
-    with pytest.raises(PocketVQEError, match="POCKETVQE_DEBIAN_MIRROR"):
-        qemu_env.find_debian_mirror(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,7 +306,7 @@ def test_ssh_describe_from_transcript():
     info = SshTarget("ubuntu@rpi5", exec_fn=exec_fn, ssh_opts="").describe()
     assert not left
     assert info["target"] == "ssh:ubuntu@rpi5" and info["arch"] == "aarch64" and info["emulated"] is False
-    assert info["runtime_version"] == "1.4.0" and info["et_version"] == "1.3.1"
+    assert info["ready"] is True and info["cpu_count"] == 4 and info["cpu"] == "CPU part\t: 0xd0b"
 
 
 def test_ssh_denied_names_the_fix():
@@ -341,7 +316,7 @@ def test_ssh_denied_names_the_fix():
 
 
 def test_ssh_command_lines_translate_the_port_for_scp():
-    t = SshTarget("me@board", ssh_opts="-p 2222 -i /k", python="/opt/py/bin/python3")
+    t = SshTarget("me@board", ssh_opts="-p 2222 -i /k")
     assert t.ssh_argv("true") == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
                                   "-p", "2222", "-i", "/k", "me@board", "true"]
     assert t.scp_argv(["/a"], "me@board:/tmp/x/")[:8] == ["scp", "-q", "-r", "-o", "BatchMode=yes", "-o",
@@ -501,22 +476,30 @@ def test_cli_list_and_describe(capsys):
     assert "unknown target" in capsys.readouterr().err
 
 
-def test_cli_setup_is_idempotent(capsys):
-    if not qemu_env.Sysroot().ready():
-        pytest.skip("sysroot not built (the qemu-arm64 test builds it)")
-    assert main(["device", "setup", "qemu-arm64"]) == 0
-    assert "nothing to do" in capsys.readouterr().err
+def test_cli_setup_builds_the_runner_once(capsys):
+    _runner_or_skip("aarch64")
+    assert main(["device", "setup", "qemu-arm64"]) == 0          # cached: returns at once
+    assert str(native.runner_dir("aarch64")) in capsys.readouterr().out
 
 
-def test_list_targets_reports_a_missing_sysroot(tmp_path):
+def test_list_targets_reports_a_runner_not_built(tmp_path):
     rows = {r["target"]: r for r in list_targets(cache_dir=tmp_path)}
     assert rows["host"]["available"] is True
-    assert rows["qemu-arm64"]["available"] is False and "pocketvqe device setup qemu-arm64" in rows["qemu-arm64"]["detail"] \
-        or "qemu-user" in rows["qemu-arm64"]["detail"]
+    detail = rows["qemu-arm64"]["detail"]
+    assert "pocketvqe runner build --arch aarch64" in detail or "make setup" in detail
 
 
-def test_runner_script_imports_no_torch():
-    src = (Path(__file__).resolve().parents[1] / "device_tests" / "arm_runner.py").read_text()
-    imports = {line.split()[1].split(".")[0] for line in src.splitlines()
-               if line.strip().startswith(("import ", "from ")) and not line.strip().startswith("from __future__")}
-    assert imports <= {"json", "os", "platform", "sys", "time", "resource", "numpy", "executorch_numpy_runtime"}, imports
+def test_runner_folder_is_self_contained():
+    """The aarch64 folder runs on a board as it is: every library it needs is in lib/ or the C/C++ runtime."""
+    folder = _runner_or_skip("aarch64")
+    system = {"libc.so.6", "libm.so.6", "libstdc++.so.6", "libgcc_s.so.1", "libpthread.so.0", "libdl.so.2",
+              "ld-linux-aarch64.so.1"}
+    ours = {p.name for p in (folder / "lib").glob("*.so")}
+    for f in [folder / "pocketvqe-runner", *(folder / "lib").glob("*.so")]:
+        out = subprocess.run(["readelf", "-d", str(f)], capture_output=True, text=True, check=True).stdout
+        needed = {line.split("[")[1].split("]")[0] for line in out.splitlines() if "(NEEDED)" in line}
+        assert needed <= system | ours, (f.name, needed - system - ours)
+        assert "Machine:                           AArch64" in subprocess.run(
+            ["readelf", "-h", str(f)], capture_output=True, text=True, check=True).stdout
+    assert "$ORIGIN/lib" in subprocess.run(["readelf", "-d", str(folder / "pocketvqe-runner")],
+                                           capture_output=True, text=True, check=True).stdout

@@ -3,9 +3,9 @@
 Session fixtures build the programs once: a seeded ``--device-config`` model (default dvqe-s16)
 with non-trivial BatchNorm statistics, exported fp32 and int8 (PTQ calibrated on real speech) with
 their manifest, and a short real clip (Debian pocketsphinx-testdata LibriVox speech: near-end
-talker + an echo of a far-end talker + noise). ``qemu-arm64`` sets its sysroot up first when it is
-not there yet (cached under ~/.cache/pocketvqe/qemu-arm64, ~70 s the first time). The parity
-table of the session is printed at the end.
+talker + an echo of a far-end talker + noise). ``qemu-arm64`` and ``host-native`` build their native
+runner first when it is not there yet (cached under ~/.cache/pocketvqe/runner, ~15 s the first time).
+The parity table of the session is printed at the end.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torch
 from pocketvqe.audio import read_audio, resample
 from pocketvqe.device_tests.parity import format_parity_table, reference_outputs
 from pocketvqe.device_tests.targets import get_target
+from pocketvqe.device_tests.targets.native import NativeTarget
 from pocketvqe.export.program import export_program, write_manifest, write_program
 from pocketvqe.models import get_config, init_checkpoint
 from pocketvqe.models.checkpoint import save_checkpoint
@@ -37,7 +38,8 @@ torch.set_num_threads(1)          # one step is many tiny ops: one thread avoids
 def pytest_addoption(parser):
     group = parser.getgroup("pocketvqe device suite")
     group.addoption("--target", default="host",
-                    help="device target for the parity suite: host | qemu-arm64 | adb[:SERIAL] | ssh:HOST (default host)")
+                    help="device target for the parity suite: host | host-native | qemu-arm64 | adb[:SERIAL] | ssh:HOST "
+                         "(default host)")
     group.addoption("--device-config", default="dvqe-s16", help="model config the suite exports (default dvqe-s16)")
 
 
@@ -61,12 +63,13 @@ def _say(msg: str) -> None:
 
 @pytest.fixture(scope="session")
 def device(request):
-    """The target under test, ready to run (qemu-arm64: sysroot set up when missing)."""
+    """The target under test, ready to run (native targets: runner built when missing)."""
     spec = request.config.getoption("--target")
     target = get_target(spec)
-    if target.name == "qemu-arm64" and not target.sysroot.ready():
-        _say(f"setting up the qemu-arm64 sysroot in {target.sysroot.cache} (once; cached)")
-        target.sysroot.setup(progress=_say)
+    if isinstance(target, NativeTarget):
+        if not target.ready():
+            _say(f"building the {target.name} native runner (once; cached)")
+        target.runner                     # noqa: B018 - builds it now, not inside the first test
     return target
 
 

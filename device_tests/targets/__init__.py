@@ -9,12 +9,13 @@
 Target specs:
 
 ============== =====================================================================================
-``host``       this machine, in-process (``executorch.runtime``); real timings, thread control
-``qemu-arm64`` emulated arm64 Python + executorch-numpy-runtime (``pocketvqe device setup qemu-arm64``);
-               ARM kernels, so ARM-exact outputs; no timings
+``host``        this machine, in-process (``executorch.runtime``); real timings, thread control
+``host-native`` this machine through the native runner (``pocketvqe-runner``); an app's timings and RSS
+``qemu-arm64``  the aarch64 native runner under ``qemu-aarch64 -cpu cortex-a76``; ARM kernels, so
+                ARM-exact outputs; no timings
 ``adb``        the one phone adb sees; ``adb:SERIAL`` for a given one; needs an ``executor_runner``
                built with the Android NDK (``--runner`` / ``POCKETVQE_ADB_RUNNER``)
-``ssh:HOST``   an ARM Linux board with Python >= 3.12 and executorch-numpy-runtime
+``ssh:HOST``    an aarch64 Linux board: the aarch64 runner folder is pushed and run there (no Python)
 ============== =====================================================================================
 
 Contract (all targets): the method's inputs are ``[frame inputs..., state...]`` and its outputs
@@ -27,27 +28,30 @@ import shutil
 import subprocess
 from typing import Any
 
-from pocketvqe.device_tests.qemu_env import QEMU, Sysroot
+from pocketvqe.device_tests.native import QEMU, runner_dir
 from pocketvqe.errors import PocketVQEError
 
 from .adb import AdbTarget, parse_devices
 from .base import RunResult, Target, stack_frames
 from .host import HostTarget
+from .native import NativeTarget
 from .qemu import QemuArm64Target
 from .ssh import SshTarget
 
 __all__ = ["RunResult", "Target", "get_target", "list_targets", "stack_frames", "TARGET_SPECS"]
 
-TARGET_SPECS = ("host", "qemu-arm64", "adb", "adb:SERIAL", "ssh:HOST")
+TARGET_SPECS = ("host", "host-native", "qemu-arm64", "adb", "adb:SERIAL", "ssh:HOST")
 
 
 def get_target(spec: str, **options: Any) -> Target:
-    """A target from its spec. Options: ``cache_dir`` (qemu-arm64); ``runner``, ``adb`` (adb);
-    ``python``, ``ssh_opts`` (ssh)."""
+    """A target from its spec. Options: ``cache_dir`` (the native runners' cache: host-native,
+    qemu-arm64, ssh); ``runner``, ``adb`` (adb); ``ssh_opts`` (ssh)."""
     spec = (spec or "").strip()
     kind, _, arg = spec.partition(":")
     if kind == "host" and not arg:
         return HostTarget()
+    if kind == "host-native" and not arg:
+        return NativeTarget(cache_dir=options.get("cache_dir"))
     if kind in ("qemu-arm64", "qemu") and not arg:
         return QemuArm64Target(cache_dir=options.get("cache_dir"))
     if kind == "adb":
@@ -55,22 +59,24 @@ def get_target(spec: str, **options: Any) -> Target:
     if kind == "ssh":
         if not arg:
             raise PocketVQEError("ssh needs a host: give ssh:HOST (user@board or an ~/.ssh/config alias)")
-        return SshTarget(arg, python=options.get("python"), ssh_opts=options.get("ssh_opts"))
+        return SshTarget(arg, ssh_opts=options.get("ssh_opts"), cache_dir=options.get("cache_dir"))
     raise PocketVQEError(f"unknown target {spec!r}: use one of {', '.join(TARGET_SPECS)}")
 
 
 def list_targets(cache_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """What this machine can run on now, and what is configured (no emulator start, no ssh)."""
     rows: list[dict[str, Any]] = [{"target": "host", "available": True, "detail": "in-process executorch runtime"}]
-    sysroot = Sysroot(cache_dir)
-    has_qemu = shutil.which(QEMU) is not None
-    if sysroot.ready() and has_qemu:
-        detail = f"sysroot {sysroot.root}"
-    elif not has_qemu:
-        detail = "qemu-aarch64 missing: `apt-get install qemu-user`, then `pocketvqe device setup qemu-arm64`"
-    else:
-        detail = f"not set up: run `pocketvqe device setup qemu-arm64` (cache {sysroot.cache})"
-    rows.append({"target": "qemu-arm64", "available": sysroot.ready() and has_qemu, "detail": detail})
+    for name, arch in (("host-native", "host"), ("qemu-arm64", "aarch64")):
+        built = (runner_dir(arch, cache_dir) / "pocketvqe-runner").is_file()
+        missing = [t for t in (["cmake", "g++"] + (["aarch64-linux-gnu-g++", QEMU] if arch == "aarch64" else []))
+                   if shutil.which(t) is None]
+        if missing:
+            detail = f"{', '.join(missing)} missing: `make setup` installs them (apt: cmake g++ g++-aarch64-linux-gnu qemu-user)"
+        elif built:
+            detail = f"native runner {runner_dir(arch, cache_dir)}"
+        else:
+            detail = f"runner not built yet: the first run builds it, or `pocketvqe runner build --arch {arch}`"
+        rows.append({"target": name, "available": not missing, "detail": detail})
 
     adb = os.environ.get("ADB", "adb")
     runner = os.environ.get("POCKETVQE_ADB_RUNNER")
@@ -97,5 +103,5 @@ def list_targets(cache_dir: str | os.PathLike | None = None) -> list[dict[str, A
                      f"`pocketvqe device describe ssh:{h}` checks it)"})
     if not hosts:
         rows.append({"target": "ssh:HOST", "available": None,
-                     "detail": "any board with Python >= 3.12 + executorch-numpy-runtime; list yours in POCKETVQE_SSH_HOSTS"})
+                     "detail": "any aarch64 Linux board with ssh (the runner folder is pushed); list yours in POCKETVQE_SSH_HOSTS"})
     return rows

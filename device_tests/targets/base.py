@@ -34,7 +34,7 @@ import numpy as np
 
 from pocketvqe.errors import PocketVQEError
 
-from ..runner_io import RUNNER_OK_MARK, RUNNER_SCRIPT, parse_ok_line, run_cmd  # noqa: F401  (the targets' API)
+from ..runner_io import RUNNER_OK_MARK, parse_ok_line, run_cmd  # noqa: F401  (the targets' API)
 
 JOB_VERSION = 1
 

@@ -1,16 +1,17 @@
-"""ssh:HOST: an ARM Linux board with Python >= 3.12 and ``pip install executorch-numpy-runtime``.
+"""ssh:HOST: an aarch64 Linux board reached over ssh; the native runner runs there, no Python needed.
 
-A run copies the job folder and ``arm_runner.py`` to a fresh temporary folder on the board
-(``scp``), runs the runner there with the board's Python, copies ``out/`` back and removes the
-folder. ``HOST`` is anything ``ssh`` accepts (``user@board``, a ``Host`` alias from
+A run copies the aarch64 runner folder (``pocketvqe-runner`` + its ExecuTorch ``.so`` files, built
+here by :func:`pocketvqe.device_tests.native.build_runner`) and the job folder to a fresh temporary
+folder on the board (``scp``), runs ``pocketvqe-runner job`` there, copies ``out/`` back and removes
+the folder. ``HOST`` is anything ``ssh`` accepts (``user@board``, a ``Host`` alias from
 ``~/.ssh/config``); ssh runs in batch mode, so set up key authentication first. Options:
 
-- ``POCKETVQE_SSH_PYTHON`` (or ``python=``): the board's interpreter, default ``python3``;
 - ``POCKETVQE_SSH_OPTS`` (or ``ssh_opts=``): extra ssh/scp options, e.g. ``-p 2222 -i ~/.ssh/board``
-  (``-p`` is translated to scp's ``-P``).
+  (``-p`` is translated to scp's ``-P``);
+- ``runner=``: a runner folder to push instead of the cached aarch64 build.
 
-Timings are real (the board's ``time.perf_counter_ns`` around each execute); peak RSS is the
-runner process's ``ru_maxrss`` (Python + numpy + the program).
+Timings are real (the board's steady clock around each ``Module::execute``); peak RSS is the runner
+process's ``ru_maxrss``: the program's own footprint.
 """
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from pocketvqe.device_tests.native import build_runner
 from pocketvqe.errors import PocketVQEError
 
 from .base import (
-    RUNNER_SCRIPT,
     FramesLike,
     RunResult,
     check_pte,
@@ -49,10 +50,9 @@ _SSH_FIXES = (
     ("Connection refused", "start sshd on the board, or give the port with POCKETVQE_SSH_OPTS='-p PORT'"),
     ("Connection timed out", "check that the board is powered and on this network"),
     ("Host key verification failed", "connect once by hand (`ssh HOST`) to accept the board's host key"),
-    ("No module named 'executorch_numpy_runtime'", "install the runtime on the board: `python3 -m pip install executorch-numpy-runtime`"),
-    ("No module named 'numpy'", "install numpy on the board: `python3 -m pip install numpy`"),
-    ("command not found", "install Python >= 3.12 on the board, or point POCKETVQE_SSH_PYTHON at it"),
-    ("not found", "install Python >= 3.12 on the board, or point POCKETVQE_SSH_PYTHON at it"),
+    ("cannot execute binary file", "the board is not aarch64 Linux: the runner folder is built for aarch64"),
+    ("Exec format error", "the board is not aarch64 Linux: the runner folder is built for aarch64"),
+    ("GLIBC_", "the board's glibc is older than the runner needs (manylinux_2_28: glibc >= 2.28)"),
 )
 
 
@@ -73,13 +73,15 @@ def explain_ssh_failure(host: str, what: str, proc: subprocess.CompletedProcess)
 class SshTarget:
     emulated = False
 
-    def __init__(self, host: str, *, python: str | None = None, ssh_opts: str | Sequence[str] | None = None,
-                 remote_tmp: str = "/tmp", exec_fn: Exec | None = None):
+    def __init__(self, host: str, *, ssh_opts: str | Sequence[str] | None = None, remote_tmp: str = "/tmp",
+                 exec_fn: Exec | None = None, runner: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None):
         if not host or host.startswith("-"):
             raise PocketVQEError(f"bad ssh host {host!r}: give ssh:HOST with HOST as user@board or an ssh config alias")
         self.host = host
         self.name = f"ssh:{host}"
-        self.python = python or os.environ.get("POCKETVQE_SSH_PYTHON", "python3")
+        self.runner = Path(runner) if runner else None
+        self.cache_dir = cache_dir
         opts = ssh_opts if ssh_opts is not None else os.environ.get("POCKETVQE_SSH_OPTS", "")
         self.ssh_opts = shlex.split(opts) if isinstance(opts, str) else list(opts)
         self.remote_tmp = remote_tmp
@@ -94,9 +96,10 @@ class SshTarget:
         opts = ["-P" if o == "-p" else o for o in self.ssh_opts]
         return ["scp", "-q", "-r", *SSH_BASE_OPTS, *opts, *sources, dest]
 
-    def _py(self) -> str:
-        """The board's Python as a shell word list (it may be a command with arguments)."""
-        return " ".join(shlex.quote(p) for p in shlex.split(self.python))
+    def runner_folder(self) -> Path:
+        if self.runner is None:
+            self.runner = build_runner("aarch64", self.cache_dir)
+        return self.runner
 
     def _run(self, argv: Sequence[str], what: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         try:
@@ -112,11 +115,13 @@ class SshTarget:
     # -- protocol ------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        remote = f"{self._py()} - --info"
-        proc = self._run(self.ssh_argv(remote), "describe", stdin=RUNNER_SCRIPT.read_text())
-        info = parse_ok_line(proc.stdout, f"ssh:{self.host} runner --info")
-        return {"target": self.name, "emulated": False, "ready": True, **info,
-                "note": "timings are the board's own; threads are XNNPACK's default (the runtime has no thread control)"}
+        proc = self._run(self.ssh_argv("uname -m; uname -sr; nproc; grep -m1 -E 'model name|CPU part' /proc/cpuinfo || true"),
+                         "describe")
+        lines = proc.stdout.strip().splitlines() + ["", "", "", ""]
+        return {"target": self.name, "emulated": False, "ready": lines[0] == "aarch64", "arch": lines[0],
+                "os": lines[1], "cpu_count": int(lines[2]) if lines[2].isdigit() else None, "cpu": lines[3] or None,
+                "runtime": "executorch (native pocketvqe-runner, pushed per run)", "threads_control": True,
+                "note": "timings are the board's own (Module::execute, no Python)"}
 
     def run_frames(self, pte_path: str | os.PathLike, frames: FramesLike, n_state: int,
                    init_state: Sequence[np.ndarray], method: str = "forward", threads: int = 1,
@@ -127,16 +132,17 @@ class SshTarget:
         with tempfile.TemporaryDirectory(prefix="pocketvqe-ssh-") as tmp:
             job = write_job(Path(tmp) / "job", pte, stacked, state, method=method, n_state=n_state,
                             threads=threads, time_it=time_it, warmup=warmup, link_pte=False)
-            shutil_copy(RUNNER_SCRIPT, job / "arm_runner.py")
+            runner = self.runner_folder()
             t0 = time.monotonic()
             proc = self._run(self.ssh_argv(f"mktemp -d {shlex.quote(self.remote_tmp)}/pocketvqe.XXXXXX"), "making a work folder")
             remote = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
             if not remote.startswith("/"):
                 raise PocketVQEError(f"ssh:{self.host}: mktemp printed {proc.stdout!r}, not a folder: check the board's /tmp")
             try:
-                self._run(self.scp_argv([str(job)], f"{self.host}:{remote}/"), "copying the job")
+                self._run(self.scp_argv([str(job), str(runner)], f"{self.host}:{remote}/"), "copying the runner and the job")
                 rjob = f"{remote}/job"
-                cmd = f"{self._py()} {shlex.quote(rjob + '/arm_runner.py')} {shlex.quote(rjob)}"
+                exe = f"{remote}/{runner.name}/pocketvqe-runner"
+                cmd = f"{shlex.quote(exe)} job {shlex.quote(rjob)} --out {shlex.quote(rjob + '/out')}"
                 proc = self._run(self.ssh_argv(cmd), "running the job")
                 parse_ok_line(proc.stdout, f"ssh:{self.host} runner")
                 self._run(self.scp_argv([f"{self.host}:{rjob}/out"], str(Path(tmp))), "copying the results back")
@@ -149,6 +155,3 @@ class SshTarget:
         res.extra["wall_s"] = round(time.monotonic() - t0, 2)
         return res
 
-
-def shutil_copy(src: Path, dst: Path) -> None:
-    dst.write_bytes(Path(src).read_bytes())

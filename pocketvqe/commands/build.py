@@ -48,6 +48,7 @@ def run(args) -> int:
     print(json.dumps({"out": summary["out"], "sizes": summary["sizes"]}, indent=2))
     failed = [f"{r['target']}/{r['variant']}" for r in summary["parity"] if not r["pass"]]
     failed += [f"self-check/{q}" for q, c in summary["checks"].items() if not c["pass"]]
+    failed += [f"self-check-arm/{q}" for q, c in summary["bundle_arm"].items() if not c["pass"]]
     if failed:
         print(f"outside tolerance: {', '.join(failed)} (see {args.out}/report.html)", file=sys.stderr)
     return 1 if failed and args.check else 0
