@@ -43,7 +43,7 @@ EXAMPLE = "pocketvqe-example"
 QEMU = "qemu-aarch64"
 # qemu's default "max" CPU advertises SME, and XNNPACK's int8 path then computes wrong results under
 # emulation: emulate a Cortex-A76 (a phone's big core). -L: where the arm64 loader and libc live.
-QEMU_CMD = (QEMU, "-cpu", "cortex-a76", "-L", "/usr/aarch64-linux-gnu")
+QEMU_CMD = (QEMU, "-cpu", os.environ.get("POCKETVQE_QEMU_CPU", "cortex-a76"), "-L", "/usr/aarch64-linux-gnu")
 CROSS_CXX = "aarch64-linux-gnu-g++"
 WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 WHEEL_PYTHON = "3.13"
@@ -217,9 +217,11 @@ class NativeRunner:
                 args += [flag, str(v)]
         return self.json(*args)
 
-    def verify(self, bpte, rtol: float, atol: float) -> dict[str, Any]:
-        """Run a bundled program's cases; the report (``pass`` False on a mismatch, no exception)."""
-        proc = self.run("verify", str(bpte), "--rtol", repr(float(rtol)), "--atol", repr(float(atol)), check=False)
+    def verify(self, bpte, rtol: float, atol: float, method: str | None = None) -> dict[str, Any]:
+        """Run a bundled program's cases (``method``'s only, if given); the report (``pass`` False on a
+        mismatch, no exception)."""
+        args = ["verify", str(bpte), "--rtol", repr(float(rtol)), "--atol", repr(float(atol))]
+        proc = self.run(*args, *(["--method", method] if method else []), check=False)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode not in (0, 1) or not lines:
             raise PocketVQEError(_runner_error(proc))

@@ -30,7 +30,7 @@ COMPUTE_OPS = ("convolution", "linear", "addmm", "mm", "bmm", "matmul", "mul", "
 
 
 def _fix_dynamic_nhwc() -> None:
-    """Patch ExecuTorch 1.4.1's ``ChannelsLastTaggedReshapePass.input_to_nhwc`` for dynamically quantized convs.
+    """Patch ExecuTorch's ``ChannelsLastTaggedReshapePass.input_to_nhwc`` (1.4.1, still in 1.5.1) for dynamically quantized convs.
 
     To give a dynamically quantized conv (dq <- q <- x, scales from choose_qparams(x)) an NHWC input,
     the pass walks back from dq along ``args[0]`` until it meets a node whose first argument is not a

@@ -3,7 +3,7 @@
 //   pocketvqe-runner info     PROGRAM.pte                       the program's metadata, as JSON
 //   pocketvqe-runner enhance  PROGRAM.pte --mic M.wav [--far F.wav] [--enroll E.wav | --speaker S.npy]
 //                             --out Y.wav [--json LAT.json] [--threads N] [--warmup W] [--etdump D.etdp] [--pcm16]
-//   pocketvqe-runner verify   BUNDLE.bpte [--rtol R] [--atol A]  run the bundled cases; exit 1 on a mismatch
+//   pocketvqe-runner verify   BUNDLE.bpte --rtol R --atol A [--method M]  run the bundled cases; exit 1 on a mismatch
 //   pocketvqe-runner job      JOB_DIR [--out OUT]               the test harness's job folder (device_tests)
 //
 // enhance streams the WAV through the program hop by hop, as an app would (pocketvqe/stream.h), and
@@ -57,7 +57,7 @@ const char* kUsage =
     "usage: pocketvqe-runner info PROGRAM.pte\n"
     "       pocketvqe-runner enhance PROGRAM.pte --mic M.wav [--far F.wav] [--enroll E.wav | --speaker S.npy]\n"
     "                        --out Y.wav [--json LAT.json] [--threads N] [--warmup W] [--etdump D.etdp] [--pcm16] [--channel K]\n"
-    "       pocketvqe-runner verify BUNDLE.bpte [--rtol R] [--atol A]\n"
+    "       pocketvqe-runner verify BUNDLE.bpte --rtol R --atol A [--method NAME]\n"
     "       pocketvqe-runner job JOB_DIR [--out OUT_DIR]\n";
 
 // argv after the subcommand: one positional, then --flag value pairs (or --switch).
@@ -276,11 +276,18 @@ int cmd_enhance(const Args& a) {
 }
 
 int cmd_verify(const Args& a) {
-  a.only({"--rtol", "--atol", "--threads"});
+  a.only({"--rtol", "--atol", "--threads", "--method"});
   set_threads(a.number("--threads", 1));
   auto b = pocketvqe::read_bundle(a.positional);
+  if (a.has("--method")) {             // one method's cases (each method has its own tolerances)
+    std::vector<pocketvqe::BundledSuite> keep;
+    for (auto& s : b.suites)
+      if (s.method == a.get("--method")) keep.push_back(s);
+    if (keep.empty()) throw Error(a.positional + " holds no cases for method " + a.get("--method"));
+    b.suites = keep;
+  }
   pocketvqe::Stream s(a.positional, b.bytes.data() + b.program_at, b.program_len);
-  // Tolerances: the flags, else the program's own (its tolerances_json metadata).
+  // Tolerances: the manifest's per-method bundle tolerances (export writes them; pocketvqe passes them).
   const double rtol = a.real("--rtol", -1), atol = a.real("--atol", -1);
   if (rtol < 0 || atol < 0) throw Usage("verify needs --rtol and --atol (the manifest's bundle tolerances of this program)");
   auto results = pocketvqe::verify_bundle(s, b, rtol, atol);

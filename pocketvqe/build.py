@@ -130,17 +130,18 @@ def _notes(progs: dict[str, Packaged], trained: bool, int8_from: str, sizes: dic
 
 
 def _arm_bundle_checks(progs: dict[str, Packaged], runner: Path) -> dict:
-    """Each program's bundled self-check (.bpte) re-run by the aarch64 runner under qemu, at the
-    program's bundle tolerances: {precision: {pass, cases, max_abs_err, rtol, atol}}."""
+    """Each program's bundled self-check (.bpte) re-run by the aarch64 runner under qemu, each method at
+    its bundle tolerances: {precision: {pass, methods: {method: {cases, rtol, atol, max_abs_err, pass}}}}."""
     arm = NativeRunner(runner)
     out = {}
     for precision, done in progs.items():
         bpte = done.pte.with_suffix(".bpte")
-        rtol, atol = bundle_tolerances(done.program, bpte.read_bytes())["forward"]
-        rep = arm.verify(bpte, rtol, atol)
-        fwd = [c for c in rep["cases"] if c["method"] == "forward"]
-        out[precision] = {"pass": rep["pass"], "cases": len(rep["cases"]), "rtol": rtol, "atol": atol,
-                          "forward_max_abs_err": max((c["max_abs_err"] for c in fwd), default=None)}
+        methods = {}
+        for method, (rtol, atol) in bundle_tolerances(done.program, bpte.read_bytes()).items():
+            rep = arm.verify(bpte, rtol, atol, method=method)
+            methods[method] = {"cases": len(rep["cases"]), "rtol": rtol, "atol": atol, "pass": rep["pass"],
+                               "max_abs_err": max((c["max_abs_err"] for c in rep["cases"]), default=None)}
+        out[precision] = {"pass": all(m["pass"] for m in methods.values()), "methods": methods}
     return out
 
 

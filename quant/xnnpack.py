@@ -1,7 +1,9 @@
 """The XNNPACK quantizer recipe used for every int8 program, with two lowering fixes.
 
-ExecuTorch 1.4.1's XNNPACK quantizer shares qparams across ``slice_copy`` but not across
-``aten.slice.Tensor`` (the op it sees before ``to_edge``) nor ``constant_pad_nd``. A slice or pad
+ExecuTorch 1.4.1's XNNPACK quantizer shared qparams across ``slice_copy`` but not across
+``aten.slice.Tensor`` (the op it sees before ``to_edge``) nor ``constant_pad_nd``; 1.5.1 shares them
+across ``slice.Tensor``, ``reshape``, ``view`` and ``squeeze.dim`` but still not ``narrow``, ``pad``,
+``constant_pad_nd`` or ``unsqueeze``. A slice or pad
 whose output feeds a quantized op then gets output qparams different from its input's, and
 XNNPACK refuses to build the node when the method loads ("Failed to create static slice node",
 upstream PR pytorch/executorch#21568). We give such nodes their producer's qparams. Reshapes
@@ -89,7 +91,8 @@ def _in_modules(n: Node, names: tuple[str, ...]) -> bool:
 
 def _unannotate_modules(model: torch.fx.GraphModule, names: tuple[str, ...]) -> None:
     """Drop the annotations of ops inside the modules ``names`` (and their submodules): they stay fp32.
-    (XNNPACKQuantizer.set_module_name(name, None) asserts in executorch 1.4.1.)"""
+    (XNNPACKQuantizer.set_module_name(name, None) asserts in executorch 1.4.1 and 1.5.1:
+    "quantization_config == None is not supported yet".)"""
     key = "quantization_annotation"
     for n in model.graph.nodes:
         if n.op == "call_function" and key in n.meta and _in_modules(n, names):
