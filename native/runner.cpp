@@ -189,13 +189,15 @@ int cmd_info(const Args& a) {
   return 0;
 }
 
+// channel < 0: the file must be mono (or --channel given).
 pocketvqe::Wav input_wav(const std::string& path, const pocketvqe::Metadata& m, int channel, const char* what) {
-  auto w = pocketvqe::read_wav(path, channel);
+  auto w = pocketvqe::read_wav(path, channel < 0 ? 0 : channel);
   if (w.rate != m.sample_rate)
     throw Error(path + " is " + std::to_string(w.rate) + " Hz; " + m.model_name + " runs at " + std::to_string(m.sample_rate) +
                 " Hz: resample it (e.g. `ffmpeg -i IN -ar " + std::to_string(m.sample_rate) + " OUT.wav`)");
-  if (w.channels != 1 && channel == 0 && std::string(what) == "mic")
-    std::fprintf(stderr, "note: %s has %d channels; using channel 0 (choose with --channel)\n", path.c_str(), w.channels);
+  if (w.channels != 1 && channel < 0)
+    throw Error(path + " has " + std::to_string(w.channels) + " channels: pick the " + what +
+                " channel with --channel K (0-based), or give a mono file");
   if (w.samples.size() < static_cast<size_t>(m.hop))
     throw Error(path + " holds " + std::to_string(w.samples.size()) + " samples, less than one " +
                 std::to_string(m.hop) + "-sample hop: give a longer " + what + " recording");
@@ -219,16 +221,16 @@ int cmd_enhance(const Args& a) {
   pocketvqe::Stream s(a.positional, std::move(owned));
   const double load_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   const auto& m = s.meta();
-  const int channel = static_cast<int>(a.number("--channel", 0));
+  const int channel = a.has("--channel") ? static_cast<int>(a.number("--channel", 0)) : -1;
   auto mic = input_wav(a.get("--mic"), m, channel, "mic");
   std::vector<float> far;
   if (a.has("--far")) {
     if (!m.has_far) throw Error(m.model_name + " has no far-end input: drop --far");
-    far = input_wav(a.get("--far"), m, 0, "far-end").samples;
+    far = input_wav(a.get("--far"), m, -1, "far-end").samples;
   }
   if (m.speaker_dim > 0) {
     if (a.has("--enroll")) {
-      auto e = input_wav(a.get("--enroll"), m, 0, "enrollment");
+      auto e = input_wav(a.get("--enroll"), m, -1, "enrollment");
       s.enroll(e.samples.data(), e.samples.size());
     } else if (a.has("--speaker")) {
       auto spk = pocketvqe::read_npy(a.get("--speaker"));

@@ -199,14 +199,21 @@ def test_runner_errors_name_the_problem_and_the_fix(host, program, clip, tmp_pat
     assert "is an input" in _fails(host, "enhance", str(program), "--mic", str(clip / "mic.wav"),
                                    "--out", str(clip / "mic.wav"))
     assert "unknown option --bogus" in _fails(host, "info", str(program), "--bogus", "1")
+    sf.write(tmp_path / "stereo.wav", np.zeros((SR, 2), np.float32), SR, subtype="PCM_16")
+    stereo = ["enhance", str(program), "--mic", str(tmp_path / "stereo.wav"), "--out", out]
+    assert "2 channels: pick the mic channel with --channel" in _fails(host, *stereo)
+    assert "channel 2 does not exist" in _fails(host, *stereo, "--channel", "2")
     assert not (tmp_path / "y.wav").exists() and not list(tmp_path.glob("*.tmp")), "a failed run left a file"
 
 
-def test_docs_example_is_the_compiled_one_and_runs(host, tmp_path):
+@pytest.mark.slow
+def test_docs_example_is_the_compiled_one_and_runs(host, program):
     doc = (ROOT / "docs" / "native.md").read_text()
     src = (ROOT / "native" / "example.cpp").read_text()
     assert f"```cpp\n{src}```" in doc, "docs/native.md must show native/example.cpp as it is"
-    assert (host.folder / native.EXAMPLE).is_file()
+    proc = host.run(str(program), "0.3", program=native.EXAMPLE)       # enrolls, then two calls of 0.3 s
+    assert proc.stdout.startswith("pvqe-s16 (int8): 16000 Hz, hop 160 samples, 18 state tensors")
+    assert "ok: output energy" in proc.stdout
 
 
 def test_runner_refuses_a_program_that_is_not_pocketvqe(host, tmp_path):
