@@ -15,8 +15,6 @@ speech (Debian pocketsphinx-testdata LibriVox): a near-end talker, an echo of an
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,25 +34,14 @@ LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 SR = 16000
 
 
-def _runner(arch: str) -> native.NativeRunner:
-    tools = ["cmake", "g++"] + (["aarch64-linux-gnu-g++", "qemu-aarch64"] if arch == "aarch64" else [])
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        msg = f"{', '.join(missing)} missing: `make setup` installs them"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return native.NativeRunner.for_arch(arch)
+@pytest.fixture(scope="module")
+def host(native_runner):
+    return native.NativeRunner(native_runner("host"))
 
 
 @pytest.fixture(scope="module")
-def host():
-    return _runner("host")
-
-
-@pytest.fixture(scope="module")
-def arm():
-    return _runner("aarch64")
+def arm(native_runner):
+    return native.NativeRunner(native_runner("aarch64"))
 
 
 @pytest.fixture(scope="module")

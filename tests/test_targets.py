@@ -10,7 +10,6 @@ presented as a device run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -202,22 +201,9 @@ def test_get_target_specs():
 # qemu-arm64 (real emulation)
 
 
-def _runner_or_skip(arch: str) -> Path:
-    """The cached native runner for ``arch`` (built on first use); skipped when the compilers are missing
-    outside CI (in CI, `make setup` installs them, so a missing one fails)."""
-    tools = ["cmake", "g++"] + (["aarch64-linux-gnu-g++", "qemu-aarch64"] if arch == "aarch64" else [])
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        msg = f"{', '.join(missing)} missing: `make setup` installs them"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return native.build_runner(arch)
-
-
 @pytest.mark.parametrize("spec, arch", [("host-native", "host"), ("qemu-arm64", "aarch64")])
-def test_native_targets_match_host_fp32_and_int8(tiny, host_results, spec, arch):
-    _runner_or_skip(arch)
+def test_native_targets_match_host_fp32_and_int8(tiny, host_results, spec, arch, native_runner):
+    native_runner(arch)
     target = get_target(spec)
     info = target.describe()
     assert info["ready"] and info["runtime"].startswith("executorch (native")
@@ -252,10 +238,10 @@ def test_native_target_without_a_runner_says_how(tiny, tmp_path):
         target.run_frames(tiny.fp32, tiny.frames[:2], 1, [tiny.h0])
 
 
-def test_ssh_flow_over_a_local_transport_with_the_pushed_aarch64_runner(tiny, host_results, tmp_path):
+def test_ssh_flow_over_a_local_transport_with_the_pushed_aarch64_runner(tiny, host_results, tmp_path, native_runner):
     """The ssh code path end to end, but 'ssh' runs the command here and the pushed aarch64 runner
     runs under qemu: checks copying, remote command lines and result reading."""
-    _runner_or_skip("aarch64")
+    native_runner("aarch64")
     calls = []
 
     def local_exec(argv, stdin):
@@ -476,8 +462,8 @@ def test_cli_list_and_describe(capsys):
     assert "unknown target" in capsys.readouterr().err
 
 
-def test_cli_setup_builds_the_runner_once(capsys):
-    _runner_or_skip("aarch64")
+def test_cli_setup_builds_the_runner_once(capsys, native_runner):
+    native_runner("aarch64")
     assert main(["device", "setup", "qemu-arm64"]) == 0          # cached: returns at once
     assert str(native.runner_dir("aarch64")) in capsys.readouterr().out
 
@@ -489,9 +475,9 @@ def test_list_targets_reports_a_runner_not_built(tmp_path):
     assert "pocketvqe runner build --arch aarch64" in detail or "make setup" in detail
 
 
-def test_runner_folder_is_self_contained():
+def test_runner_folder_is_self_contained(native_runner):
     """The aarch64 folder runs on a board as it is: every library it needs is in lib/ or the C/C++ runtime."""
-    folder = _runner_or_skip("aarch64")
+    folder = native_runner("aarch64")
     system = {"libc.so.6", "libm.so.6", "libstdc++.so.6", "libgcc_s.so.1", "libpthread.so.0", "libdl.so.2",
               "ld-linux-aarch64.so.1"}
     ours = {p.name for p in (folder / "lib").glob("*.so")}
