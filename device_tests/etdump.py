@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from executorch.devtools import Inspector
 
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.quiet import quiet_libraries
@@ -37,7 +38,6 @@ def operator_table(etdump: str | os.PathLike, etrecord: str | os.PathLike | None
     if not path.is_file():
         raise PocketVQEError(f"{path} does not exist: record one with `pocketvqe-runner enhance PROGRAM --etdump {path.name}`")
     quiet_libraries()
-    from executorch.devtools import Inspector  # heavy: only when a table is asked for
     try:
         ins = Inspector(etdump_path=str(path), etrecord=None if etrecord is None else str(etrecord))
     except Exception as exc:  # noqa: BLE001 - the inspector raises whatever its parser meets

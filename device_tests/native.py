@@ -32,6 +32,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import executorch
+
 from pocketvqe.errors import PocketVQEError
 
 from .runner_io import RUNNER_OK_MARK, parse_ok_line, run_cmd
@@ -82,7 +84,6 @@ def executorch_root(arch: str, cache: Path | None = None) -> Path:
     the aarch64 wheel's (downloaded once into the cache) for aarch64."""
     version = executorch_version()
     if arch == "host" or (arch == "aarch64" and host_arch() == "aarch64"):
-        import executorch
         root = Path(list(executorch.__path__)[0])
         if not (root / "lib" / "libexecutorch.so").is_file():
             raise PocketVQEError(f"the installed executorch {version} ships no native runtime ({root}/lib): the "

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.export.teacher import TEACHER_TOLERANCES, Trace, compare_trace, judge_trace, output_units, summary
 from pocketvqe.models import Enhancer, ModelConfig
 from pocketvqe.models.checkpoint import load_checkpoint, read_checkpoint
 from pocketvqe.quant import load_quantized
@@ -230,6 +231,17 @@ def run_program(target, pte: str | Path, frames, init_state: Sequence) -> tuple[
     return res.outputs[0].reshape(-1), res
 
 
+def teacher_forced_on(target, pte: str | Path, trace: Trace, reference, precision: str) -> dict:
+    """Teacher-forced parity of ``pte`` on ``target``: every traced frame gets the reference's inputs and
+    state (one job, no state threaded), each output is compared with the reference's in its units
+    (:mod:`pocketvqe.export.teacher`) -> {pass, failures, frames, worst, rows}."""
+    t = get_target(target) if isinstance(target, str) else target
+    res = t.run_frames(pte, {f"in_{i}": x for i, x in enumerate(trace.inputs)}, n_state=0, init_state=[])
+    rows = compare_trace(res.outputs, trace, output_units(reference, trace))
+    ok, failures = judge_trace(rows, TEACHER_TOLERANCES[variant_of(precision)])
+    return {"pass": ok, "failures": failures, "frames": len(trace.frames), "worst": summary(rows), "rows": rows}
+
+
 def sensitivity_floor(pte: str | Path, frames, init_state: Sequence, host_output: np.ndarray | None = None,
                       lsb: float = 1.0) -> float:
     """SNR (dB) of ``pte`` on the host over ``frames`` with +-``lsb`` LSB mic dither against its
@@ -251,7 +263,7 @@ def _compare(y: np.ndarray, ref: np.ndarray, suffix: str) -> dict:
 def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mapping[str, np.ndarray], *,
                target="host", precision: str, tolerances: Mapping[str, float], sample_rate: int = 16000,
                host_output: np.ndarray | None = None, keep_output: bool = False, pesq: bool = True,
-               floor: float | None | bool = True) -> dict:
+               floor: float | None | bool = True, trace: Trace | None = None, trace_reference=None) -> dict:
     """Run ``pte`` on ``target`` over ``frames`` and compare with ``references`` (``float``, and
     ``int8_ref`` for int8 programs; see :func:`reference_outputs`).
 
@@ -262,6 +274,9 @@ def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mappin
     ``floor``: True measures the program's sensitivity floor on the host (:func:`sensitivity_floor`),
     a number reuses one measured before, False skips it. It is reported, never judged: a failure at
     or below the floor gets a note saying so.
+    ``trace`` (:func:`pocketvqe.export.teacher.reference_trace` of ``trace_reference``, the program's
+    reference): the program also runs teacher-forced on the target (``teacher_forced``: every output's
+    teacher-forced SNR against its bound), which must pass too.
     Returns a dict: target, program, precision, variant, frames, snr_db_vs_float, max_abs_diff,
     snr_db_vs_int8_ref (int8), snr_db_vs_host (not host), pesq_vs_float, snr_db_floor, tolerances,
     pass, notes."""
@@ -308,6 +323,10 @@ def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mappin
             notes.append(f"{', '.join(at_floor)} within 3 dB of (or above) the program's own sensitivity floor "
                          f"({row['snr_db_floor']:.1f} dB: its output against itself under +-1 LSB input dither): "
                          "the difference is the size of the program's own rounding flips, not a kernel fault")
+    if trace is not None:
+        tf = row["teacher_forced"] = teacher_forced_on(t, pte, trace, trace_reference, precision)
+        row["failures"] += [f"teacher-forced {f}" for f in tf["failures"]]
+        row["pass"] = row["pass"] is not False and tf["pass"]       # free-running not judged: teacher-forced decides
     row["notes"] = notes + tol_notes + [w for w in why if "<=" not in w]
     row["wall_s"] = round(time.perf_counter() - t0, 2)
     if keep_output:
@@ -318,13 +337,21 @@ def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mappin
 # ----------------------------------------------------------------------------------------------
 # printing
 
-REPORT_KEYS = ("target", "variant", "snr_db_vs_float", "snr_db_vs_int8_ref", "snr_db_vs_host", "snr_db_floor",
-               "max_abs_diff", "pesq_vs_float", "pesq_delta", "pass")
+REPORT_KEYS = ("target", "variant", "tf_min_snr_db", "tf_p999_steps", "tf_max_steps", "snr_db_vs_float",
+               "snr_db_vs_int8_ref", "snr_db_vs_host", "snr_db_floor", "max_abs_diff", "pesq_vs_float", "pesq_delta",
+               "pass")
+
+
+def teacher_columns(row: Mapping) -> dict:
+    """The teacher-forced worst cases of a row as flat columns (tf_*), empty when none ran."""
+    w = (row.get("teacher_forced") or {}).get("worst") or {}
+    return {f"tf_{k}": w[k] for k in ("min_snr_db", "p999_steps", "max_steps") if k in w}
 
 
 def report_row(row: Mapping) -> dict:
     """The columns of a parity row that the build report shows (pocketvqe.report)."""
-    return {k: row[k] for k in REPORT_KEYS if k in row}
+    flat = {**row, **teacher_columns(row)}
+    return {k: flat[k] for k in REPORT_KEYS if k in flat}
 
 
 
@@ -334,16 +361,32 @@ def _db(v) -> str:
     return "inf" if isinstance(v, float) and math.isinf(v) else f"{v:.1f}"
 
 
+def _tf_bound(r: Mapping) -> float:
+    return TEACHER_TOLERANCES[variant_of(r.get("precision", r.get("variant", "int8")))]["min_snr_db"]
+
+
+def _tf_cell(r: Mapping) -> str:
+    w = (r.get("teacher_forced") or {}).get("worst")
+    if not w:
+        return "-"
+    parts = [f"min SNR {_db(w.get('min_snr_db'))} dB"]
+    if w.get("p999_steps") is not None:
+        parts.append(f"{w['p999_steps']:.2g} / {w['max_steps']:.3g} steps")
+    return ", ".join(parts)
+
+
 def format_parity_table(rows: Sequence[Mapping]) -> str:
     """Markdown table of parity rows (SNR in dB against each reference; tolerances in the last column)."""
-    head = ("| target | program | SNR vs float (dB) | SNR vs int8 ref (dB) | SNR vs host (dB) | floor (dB) "
-            "| max abs diff | PESQ-wb vs float | bounds | pass |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| target | program | teacher-forced (worst output; p99.9 / max steps) | SNR vs float (dB) | SNR vs int8 ref (dB) "
+            "| SNR vs host (dB) | floor (dB) | max abs diff | PESQ-wb vs float | bounds | pass |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         bounds = ", ".join(f"{k.replace('snr_db_vs_', '')} > {v:g}" for k, v in (r.get("tolerances") or {}).items())
+        if r.get("teacher_forced"):
+            bounds += f", teacher-forced > {_tf_bound(r):g} dB"
         ok = {True: "yes", False: "NO", None: "not judged"}[r.get("pass")]
         pesq = r.get("pesq_vs_float")
-        lines.append(f"| {r['target']} | {r['program']} | {_db(r.get('snr_db_vs_float'))} | "
+        lines.append(f"| {r['target']} | {r['program']} | {_tf_cell(r)} | {_db(r.get('snr_db_vs_float'))} | "
                      f"{_db(r.get('snr_db_vs_int8_ref'))} | {_db(r.get('snr_db_vs_host'))} | "
                      f"{_db(r.get('snr_db_floor'))} | {r['max_abs_diff']:.2e} | "
                      f"{'-' if pesq is None else f'{pesq:.3f}'} | {bounds or '-'} | {ok} |")

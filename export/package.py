@@ -26,6 +26,8 @@ from pocketvqe.signals import frames_of
 
 from . import program as P
 from .bundle import bundle_tolerances, enroll_fidelity, make_bundle, program_fidelity, verify_bundle
+from .lower import load_method
+from .teacher import teacher_forced
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,10 @@ def self_check_clip(enhancer: Enhancer, path: str | Path | None = None, data=Non
 @dataclass
 class Checks:
     """What the export verified. ``bundle``: per method, the bundled cases the runtime re-ran
-    (cases, rtol, atol, max_abs_err; a miss raises). ``snr_db_vs_reference``: the program's enhanced
-    clip against its PyTorch reference, which must reach ``snr_db_required``; ``snr_db_floor``: the
+    (cases, rtol, atol, max_abs_err; a miss raises). ``teacher_forced``: each output of the program,
+    fed the reference's own inputs and state every frame, against the reference's (:mod:`export.teacher`),
+    must pass too. ``snr_db_vs_reference``: the program's enhanced clip against its PyTorch reference,
+    free-running, which must reach ``snr_db_required``; ``snr_db_floor``: the
     program against itself under +-1 LSB of mic dither (how far two correct runs can differ).
     Personalized programs: the cosine of the program's own enrollment to the checkpoint's embedding."""
 
@@ -78,6 +82,7 @@ class Checks:
     snr_db_vs_reference: float
     snr_db_required: float
     snr_db_floor: float
+    teacher_forced: dict | None = None
     enroll_cosine_vs_checkpoint: float | None = None
     enroll_cosine_required: float | None = None
 
@@ -91,7 +96,8 @@ class Checks:
 
     @property
     def passed(self) -> bool:
-        return self.snr_ok and self.enroll_ok
+        tf_ok = self.teacher_forced is None or bool(self.teacher_forced["pass"])
+        return self.snr_ok and self.enroll_ok and tf_ok
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -100,6 +106,9 @@ class Checks:
     def failures(self, name: str) -> list[str]:
         """One sentence per missed check, naming the fix."""
         out = []
+        if self.teacher_forced is not None and not self.teacher_forced["pass"]:
+            out.append(f"{name}: teacher-forced parity against its reference failed: "
+                       + "; ".join(self.teacher_forced["failures"][:4]) + " (manifest: checks.teacher_forced)")
         if not self.snr_ok:
             out.append(f"{name}: SNR vs its reference {self.snr_db_vs_reference:.1f} dB is below the "
                        f"{self.snr_db_required} dB this precision must meet (manifest: checks.pass = false); the "
@@ -130,9 +139,13 @@ def check(prog: P.Program, clip: SelfCheckClip, bundle_frames: int = 8) -> tuple
     frames = clip.frames(prog.step.cfg.hop)
     bpte = make_bundle(prog, frames, k=bundle_frames)
     fidelity = program_fidelity(prog, frames)
+    method = load_method(prog.buffer)
+    tf = teacher_forced(lambda a: method.execute(a), prog.reference, frames, prog.step.init_state(),
+                        ["enhanced", *prog.step.state_names], prog.precision)
     checks = Checks(bundle=verify_bundle(bpte, bundle_tolerances(prog, bpte)),
                     snr_db_vs_reference=round(fidelity["snr_db_vs_reference"], 2),
-                    snr_db_required=prog.tolerances["snr_db"], snr_db_floor=round(fidelity["snr_db_floor"], 2))
+                    snr_db_required=prog.tolerances["snr_db"], snr_db_floor=round(fidelity["snr_db_floor"], 2),
+                    teacher_forced={k: v for k, v in tf.items() if k != "rows"} | {"rows": tf["rows"]})
     if prog.enroll is not None and clip.enroll is not None:     # the device's own enrollment vs the checkpoint's
         checks.enroll_cosine_vs_checkpoint = round(enroll_fidelity(prog, clip.enroll), 5)
         checks.enroll_cosine_required = prog.tolerances["enroll"]["cosine_vs_checkpoint"]

@@ -25,6 +25,7 @@ from pocketvqe.errors import PocketVQEError
 from pocketvqe.export import Packaged, package, seed_everything, self_check_clip, write_manifest
 from pocketvqe.export.bundle import bundle_tolerances
 from pocketvqe.export.program import file_entry
+from pocketvqe.export.teacher import reference_trace
 from pocketvqe.fileio import write_json
 from pocketvqe.models import get_config, init_checkpoint, load_checkpoint
 from pocketvqe.quant import int8_reference, recommended_ptq
@@ -94,13 +95,16 @@ def _parity(progs: dict[str, Packaged], clip, frames, targets: list[str]) -> tup
     init = step.init_state()
     refs = reference_outputs(frames, init, step, progs["int8"].program.reference)
     rows, outputs, host_out, floors = [], {"input (mic)": clip.mic, "float": refs["float"]}, {}, {}
+    names = ["enhanced", *step.state_names]
+    traces = {q: reference_trace(done.program.reference, frames, init, names) for q, done in progs.items()}
     for tname in targets:
         for precision, done in progs.items():
             prog = done.program
             row = run_parity(done.pte, frames, init, refs, target=tname, precision=precision,
                              tolerances=program_tolerances(prog.tolerances, precision),
                              sample_rate=step.cfg.sample_rate, host_output=host_out.get(precision), keep_output=True,
-                             floor=floors.get(precision, True))
+                             floor=floors.get(precision, True), trace=traces[precision],
+                             trace_reference=prog.reference)
             y = row.pop("output")
             if tname == "host":
                 host_out[precision], floors[precision] = y, row["snr_db_floor"]

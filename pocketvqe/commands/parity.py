@@ -28,6 +28,7 @@ from pocketvqe.device_tests.parity import (
 from pocketvqe.device_tests.targets import get_target
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.export.runner import ProgramModel
+from pocketvqe.export.teacher import reference_trace
 from pocketvqe.fileio import write_json
 from pocketvqe.models.step import StreamStep
 from pocketvqe.signals import frames_of
@@ -111,8 +112,14 @@ def run(args) -> int:
     print(f"parity: {pte.name} ({cfg.name}, {prog.precision}) on {target.name}, {len(frames)} frames "
           f"({len(frames) * cfg.hop / cfg.sample_rate:.1f} s)", file=sys.stderr, flush=True)
     refs = reference_outputs(frames, init, step, int8)
+    teacher = int8 if prog.precision == "int8" else step          # what each frame's inputs and state come from
+    trace = None
+    if teacher is not None:
+        trace = reference_trace(teacher, frames, init, ["enhanced", *prog.state_names])
+    else:
+        notes.append("no int8 reference (--ref Q.pt2): no teacher-forced parity, the free-running SNR decides")
     row = run_parity(pte, frames, init, refs, target=target, precision=prog.precision, tolerances=tolerances,
-                     sample_rate=cfg.sample_rate, pesq=not args.no_pesq)
+                     sample_rate=cfg.sample_rate, pesq=not args.no_pesq, trace=trace, trace_reference=teacher)
     row = {"model": cfg.name, **row, "notes": notes + row["notes"]}
     print(format_parity_table([row]))
     for note in row["notes"]:

@@ -13,11 +13,13 @@ HEADERS = {
     "snr_db_floor": "floor: vs itself, 1 LSB dither (dB)",
     "max_abs_diff": "max |Δ|", "pesq_vs_float": "PESQ vs float", "pesq_delta": "ΔPESQ",
     "pass": "result",
+    "tf_min_snr_db": "teacher-forced SNR, worst output (dB)", "tf_p999_steps": "teacher-forced p99.9 (steps)",
+    "tf_max_steps": "teacher-forced max (steps)",
     "p50_us": "p50 (µs)", "p90_us": "p90 (µs)", "p99_us": "p99 (µs)", "max_us": "max (µs)",
     "mean_us": "mean (µs)", "min_us": "min (µs)", "rtf": "RTF", "deadline_misses": "deadline misses",
     "frames": "frames", "threads": "threads", "p50_vs_int8": "p50 / int8",
 }
-PARITY_ORDER = ["target", "variant", "snr_db_vs_float", "snr_db_vs_int8_ref", "snr_db_vs_host",
+PARITY_ORDER = ["target", "variant", "tf_min_snr_db", "tf_p999_steps", "tf_max_steps", "snr_db_vs_float", "snr_db_vs_int8_ref", "snr_db_vs_host",
                 "snr_db_floor", "max_abs_diff", "pesq_vs_float", "pesq_delta"]
 BENCH_ORDER = ["name", "p50_us", "p90_us", "p99_us", "max_us", "mean_us", "rtf", "deadline_misses", "frames"]
 VERDICT_TEXT = {"pass": "PASS", "fail": "FAIL", "none": "NOT JUDGED"}
