@@ -218,10 +218,11 @@ class NativeRunner:
                 args += [flag, str(v)]
         return self.json(*args)
 
-    def verify(self, bpte, rtol: float, atol: float, method: str | None = None) -> dict[str, Any]:
-        """Run a bundled program's cases (``method``'s only, if given); the report (``pass`` False on a
-        mismatch, no exception)."""
-        args = ["verify", str(bpte), "--rtol", repr(float(rtol)), "--atol", repr(float(atol))]
+    def verify(self, bpte, rtol: float, atol, method: str | None = None) -> dict[str, Any]:
+        """Run a bundled program's cases (``method``'s only, if given) within ``rtol`` and ``atol`` (one
+        value, or one per output of the method); the report (``pass`` False on a mismatch, no exception)."""
+        atols = [atol] if isinstance(atol, (int, float)) else list(atol)
+        args = ["verify", str(bpte), "--rtol", repr(float(rtol)), "--atol", ",".join(repr(float(a)) for a in atols)]
         proc = self.run(*args, *(["--method", method] if method else []), check=False)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode not in (0, 1) or not lines:

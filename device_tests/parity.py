@@ -11,11 +11,14 @@ tolerances of the program's manifest.
 ...                  precision="int8", tolerances={"snr_db_vs_int8_ref": 35.0})     # doctest: +SKIP
 >>> row["snr_db_vs_float"], row["snr_db_vs_int8_ref"], row["pass"]           # doctest: +SKIP
 
-Int8 on ARM: the same int8 program gives slightly different outputs on ARM and x86
-XNNPACK kernels (rounding in the requantization and the fp32 sigmoid/tanh paths), while the PyTorch
-int8 reference follows the x86 numerics. On an ARM target an int8 program is therefore judged by
-:data:`ARM_INT8`: > 30 dB against the host run of the same program and > 30 dB against the int8
-reference, instead of the manifest's host bar (35 dB).
+What decides PASS: teacher-forced parity (:mod:`pocketvqe.export.teacher`), on every target: each
+frame the program gets the reference's own inputs and state, and every output must stay within its
+bound. fp32 programs are also judged free-running (> 70 dB against the float step over the clip).
+Int8 programs are not judged free-running: one rounding flip (another ISA's kernels, x86 vs ARM
+requantization, the reference's float arithmetic) enters the recurrent state and is carried on, so a
+correct program sits at its sensitivity floor. Their free-running numbers are the listener's view
+(``fidelity``): the enhanced output against the float model's (SNR, PESQ-wb) and the floor, reported
+against the int8 recipe's targets (``TOLERANCES["int8"]["fidelity"]``), never a kernel verdict.
 
 The sensitivity floor (``snr_db_floor``): the same program on the host, run again with +-1 LSB of
 16-bit dither on the mic, against its undithered run. An inaudible input change flips some of an int8
@@ -48,7 +51,6 @@ from pocketvqe.signals import dithered, run_step, snr_db
 from .measure import max_abs_diff, pesq_vs, stacked_inputs
 from .targets import get_target
 
-ARM_INT8 = {"snr_db_vs_int8_ref": 30.0, "snr_db_vs_host": 30.0}
 METRIC_OF_VARIANT = {"fp32": "snr_db_vs_float", "int8": "snr_db_vs_int8_ref"}
 ARM_MACHINES = ("aarch64", "arm64", "armv8l", "armv7l")
 
@@ -84,8 +86,11 @@ def program_entry(manifest: dict, pte_name: str) -> dict | None:
 
 
 def program_tolerances(tolerances: Mapping, precision: str) -> dict[str, float]:
-    """A program's own tolerances (``Program.tolerances``, a manifest entry's ``tolerances``) as parity
-    bounds {metric: minimum dB}; ``snr_db`` means "vs the precision's reference"."""
+    """A program's free-running bounds (from ``Program.tolerances``, a manifest entry's ``tolerances``)
+    as {metric: minimum dB}; ``snr_db`` means "vs the float step". Int8 programs have none (teacher-forced
+    parity judges them; an older manifest's int8 ``snr_db`` is ignored)."""
+    if variant_of(precision) == "int8":
+        return {}
     out = {k: float(v) for k, v in tolerances.items() if k.startswith("snr_db_vs_") and isinstance(v, (int, float))}
     if not out and isinstance(tolerances.get("snr_db"), (int, float)):
         out = {METRIC_OF_VARIANT[variant_of(precision)]: float(tolerances["snr_db"])}
@@ -93,14 +98,21 @@ def program_tolerances(tolerances: Mapping, precision: str) -> dict[str, float]:
 
 
 def manifest_tolerances(manifest: dict, pte_name: str, precision: str) -> dict[str, float]:
-    """{metric: minimum dB} for one program, from its entry in the manifest."""
+    """{metric: minimum dB}, the free-running bounds of one program, from its entry in the manifest
+    (empty for int8 programs: teacher-forced parity judges them)."""
     entry = program_entry(manifest, pte_name) or {}
     tol = entry.get("tolerances")
     out = program_tolerances(tol, precision) if isinstance(tol, dict) else {}
-    if not out:
+    if not out and (variant_of(precision) == "fp32" or not isinstance(tol, dict)):
         raise PocketVQEError(f"the manifest beside {pte_name} states no tolerance for it ({precision}): export the "
                              "program again (`pocketvqe export` writes the tolerances into manifest.json)")
     return out
+
+
+def manifest_fidelity(manifest: dict, pte_name: str) -> dict[str, float]:
+    """The fidelity targets of one int8 program, from its manifest entry (empty when none)."""
+    tol = (program_entry(manifest, pte_name) or {}).get("tolerances") or {}
+    return dict(tol.get("fidelity") or {}) if isinstance(tol, dict) else {}
 
 
 def is_arm(target_name: str) -> bool:
@@ -108,18 +120,13 @@ def is_arm(target_name: str) -> bool:
     return target_name != "host" or platform.machine().lower() in ARM_MACHINES
 
 
-def target_tolerances(tolerances: Mapping[str, float], precision: str, target_name: str) -> tuple[dict, list[str]]:
-    """The tolerances that apply on ``target_name`` and the notes that say why they changed."""
-    tol, notes = dict(tolerances), []
-    if variant_of(precision) == "int8" and is_arm(target_name):
-        if "snr_db_vs_int8_ref" in tol and tol["snr_db_vs_int8_ref"] > ARM_INT8["snr_db_vs_int8_ref"]:
-            notes.append(f"ARM int8 kernels round differently from x86: vs the int8 reference "
-                         f"> {ARM_INT8['snr_db_vs_int8_ref']:.0f} dB here instead of the manifest's "
-                         f"{tol['snr_db_vs_int8_ref']:.0f} dB (a host bar)")
-            tol["snr_db_vs_int8_ref"] = ARM_INT8["snr_db_vs_int8_ref"]
-        if target_name != "host":
-            tol["snr_db_vs_host"] = ARM_INT8["snr_db_vs_host"]
-    return tol, notes
+def fidelity(row: Mapping, targets: Mapping[str, float]) -> dict:
+    """The listener's view of an int8 row against its recipe's targets (minimum values of the row's
+    ``snr_db_vs_float``, ``snr_db_floor``, ...): {targets, values, meets, misses}. Reported, not judged."""
+    values = {k: row.get(k) for k in targets}
+    misses = [f"{k} {v:.1f} < {targets[k]:g}" for k, v in values.items() if v is not None and not v >= targets[k]]
+    meets = None if any(v is None for v in values.values()) else not misses
+    return {"targets": dict(targets), "values": values, "meets": meets, "misses": misses}
 
 
 def judge(row: Mapping, tolerances: Mapping[str, float]) -> tuple[bool | None, list[str]]:
@@ -263,20 +270,22 @@ def _compare(y: np.ndarray, ref: np.ndarray, suffix: str) -> dict:
 def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mapping[str, np.ndarray], *,
                target="host", precision: str, tolerances: Mapping[str, float], sample_rate: int = 16000,
                host_output: np.ndarray | None = None, keep_output: bool = False, pesq: bool = True,
-               floor: float | None | bool = True, trace: Trace | None = None, trace_reference=None) -> dict:
+               floor: float | None | bool = True, trace: Trace | None = None, trace_reference=None,
+               fidelity_targets: Mapping[str, float] | None = None) -> dict:
     """Run ``pte`` on ``target`` over ``frames`` and compare with ``references`` (``float``, and
     ``int8_ref`` for int8 programs; see :func:`reference_outputs`).
 
-    ``tolerances`` are the manifest's for this program (:func:`manifest_tolerances`); ARM targets
-    adjust them for int8 (:func:`target_tolerances`). On a target other than ``host`` the program
-    also runs on the host (or ``host_output`` is used) for ``snr_db_vs_host``. With ``keep_output``
+    ``tolerances`` are the program's free-running bounds (:func:`manifest_tolerances`; none for int8).
+    On a target other than ``host`` the program also runs on the host (or ``host_output`` is used) for
+    ``snr_db_vs_host`` (reported). With ``keep_output``
     the row carries the target's waveform under ``output`` (not JSON: drop it before writing).
     ``floor``: True measures the program's sensitivity floor on the host (:func:`sensitivity_floor`),
-    a number reuses one measured before, False skips it. It is reported, never judged: a failure at
-    or below the floor gets a note saying so.
+    a number reuses one measured before, False skips it. It is reported, never judged.
     ``trace`` (:func:`pocketvqe.export.teacher.reference_trace` of ``trace_reference``, the program's
     reference): the program also runs teacher-forced on the target (``teacher_forced``: every output's
-    teacher-forced SNR against its bound), which must pass too.
+    teacher-forced SNR against its bound); this decides ``pass`` (with the free-running bounds, if any).
+    Without a trace an int8 row is not judged (``pass`` None). ``fidelity_targets`` (int8): the row's
+    ``fidelity`` against them (:func:`fidelity`).
     Returns a dict: target, program, precision, variant, frames, snr_db_vs_float, max_abs_diff,
     snr_db_vs_int8_ref (int8), snr_db_vs_host (not host), pesq_vs_float, snr_db_floor, tolerances,
     pass, notes."""
@@ -310,24 +319,19 @@ def run_parity(pte: str | Path, frames, init_state: Sequence, references: Mappin
     if floor is True:
         floor = sensitivity_floor(pte, frames, init_state, y if t.name == "host" else host_output)
     row["snr_db_floor"] = None if floor is False or floor is None else float(floor)
-    base = {k: v for k, v in tolerances.items()
-            if not (k == "snr_db_vs_int8_ref" and references.get("int8_ref") is None)}
-    tol, tol_notes = target_tolerances(base, precision, t.name)
+    tol = dict(tolerances) if variant == "fp32" else {}
     row["tolerances"] = tol
-    row["pass"], why = judge(row, tol) if tol else (None, ["no tolerance applies: not judged"])
+    row["pass"], why = judge(row, tol) if tol else (None, [])
     row["failures"] = [w for w in why if "<=" in w]
-    if row["failures"] and row["snr_db_floor"] is not None:
-        at_floor = [m for m in tol
-                    if row.get(m) is not None and row["snr_db_floor"] - 3.0 <= row[m] <= tol[m]]
-        if at_floor:
-            notes.append(f"{', '.join(at_floor)} within 3 dB of (or above) the program's own sensitivity floor "
-                         f"({row['snr_db_floor']:.1f} dB: its output against itself under +-1 LSB input dither): "
-                         "the difference is the size of the program's own rounding flips, not a kernel fault")
     if trace is not None:
         tf = row["teacher_forced"] = teacher_forced_on(t, pte, trace, trace_reference, precision)
         row["failures"] += [f"teacher-forced {f}" for f in tf["failures"]]
-        row["pass"] = row["pass"] is not False and tf["pass"]       # free-running not judged: teacher-forced decides
-    row["notes"] = notes + tol_notes + [w for w in why if "<=" not in w]
+        row["pass"] = row["pass"] is not False and tf["pass"]
+    elif row["pass"] is None:
+        notes.append("not judged: teacher-forced parity needs the program's reference (an int8 program's .pt2)")
+    if variant == "int8" and fidelity_targets:
+        row["fidelity"] = fidelity(row, fidelity_targets)
+    row["notes"] = notes + [w for w in why if "<=" not in w]
     row["wall_s"] = round(time.perf_counter() - t0, 2)
     if keep_output:
         row["output"] = y

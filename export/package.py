@@ -74,13 +74,14 @@ class Checks:
     (cases, rtol, atol, max_abs_err; a miss raises). ``teacher_forced``: each output of the program,
     fed the reference's own inputs and state every frame, against the reference's (:mod:`export.teacher`),
     must pass too. ``snr_db_vs_reference``: the program's enhanced clip against its PyTorch reference,
-    free-running, which must reach ``snr_db_required``; ``snr_db_floor``: the
-    program against itself under +-1 LSB of mic dither (how far two correct runs can differ).
+    free-running, which an fp32 program must bring to ``snr_db_required`` (int8: None, reported, not
+    judged: a correct int8 program sits at its floor); ``snr_db_floor``: the program against itself
+    under +-1 LSB of mic dither (how far two correct runs can differ).
     Personalized programs: the cosine of the program's own enrollment to the checkpoint's embedding."""
 
     bundle: dict
     snr_db_vs_reference: float
-    snr_db_required: float
+    snr_db_required: float | None
     snr_db_floor: float
     teacher_forced: dict | None = None
     enroll_cosine_vs_checkpoint: float | None = None
@@ -88,7 +89,7 @@ class Checks:
 
     @property
     def snr_ok(self) -> bool:
-        return self.snr_db_vs_reference >= self.snr_db_required
+        return self.snr_db_required is None or self.snr_db_vs_reference >= self.snr_db_required
 
     @property
     def enroll_ok(self) -> bool:
@@ -96,7 +97,7 @@ class Checks:
 
     @property
     def passed(self) -> bool:
-        tf_ok = self.teacher_forced is None or bool(self.teacher_forced["pass"])
+        tf_ok = self.teacher_forced is not None and bool(self.teacher_forced["pass"])
         return self.snr_ok and self.enroll_ok and tf_ok
 
     def to_dict(self) -> dict:
@@ -144,7 +145,7 @@ def check(prog: P.Program, clip: SelfCheckClip, bundle_frames: int = 8) -> tuple
                         ["enhanced", *prog.step.state_names], prog.precision)
     checks = Checks(bundle=verify_bundle(bpte, bundle_tolerances(prog, bpte)),
                     snr_db_vs_reference=round(fidelity["snr_db_vs_reference"], 2),
-                    snr_db_required=prog.tolerances["snr_db"], snr_db_floor=round(fidelity["snr_db_floor"], 2),
+                    snr_db_required=prog.tolerances.get("snr_db"), snr_db_floor=round(fidelity["snr_db_floor"], 2),
                     teacher_forced={k: v for k, v in tf.items() if k != "rows"} | {"rows": tf["rows"]})
     if prog.enroll is not None and clip.enroll is not None:     # the device's own enrollment vs the checkpoint's
         checks.enroll_cosine_vs_checkpoint = round(enroll_fidelity(prog, clip.enroll), 5)

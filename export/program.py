@@ -37,18 +37,30 @@ from .lower import lower, rewrite_for_delegation, save, to_executorch, undelegat
 
 FORMAT = "pocketvqe-pte-2"           # bump when the program's inputs, outputs or metadata change meaning
 PRECISIONS = ("fp32", "int8")
-# What each precision must meet. snr_db: the program's enhanced waveform vs its PyTorch reference
-# (float step / converted int8 GraphModule) over a real clip; bundle_rtol/atol: per frame, every output
-# (enhanced hop and state) of the bundled self-check, each frame fed the reference's own state.
+# What each precision must meet. Kernel parity, for both, is teacher-forced: every output of every frame
+# fed the reference's own inputs and state (export.teacher.TEACHER_TOLERANCES), on every target.
+# snr_db (fp32 only): the enhanced waveform vs the float eager step over a real clip, free-running; an fp32
+# program follows its reference to > 100 dB, so this bar judges it too. An int8 program is not judged
+# free-running: one rounding flip enters the recurrent state and is carried on, so a correct program sits
+# at its own sensitivity floor (docs/int8-fidelity.md). Its free-running numbers are the listener's view,
+# reported against ``fidelity`` (targets of the recipe, not a kernel check): the enhanced output vs the
+# float model's >= 20 dB SNR, and the floor (itself under +-1 LSB input dither) >= 30 dB.
+# Bundled self-check, every frame from the reference's own state: fp32, every output within
+# bundle_atol + bundle_rtol |expected|; int8, each output within bundle_steps of its quantization step,
+# or bundle_rel of its peak for an fp32 output (the enhanced PCM): export.bundle.bundle_tolerances. Measured
+# on the shipped dvqe-s16 and pvqe-s16 int8 programs (8 bundled frames, host and qemu-arm64): the worst
+# quantized output 2 steps off, the enhanced PCM 0.6 % of its peak; an output gain of 0.9 is 10 % of it.
 TOLERANCES = {
     "fp32": {"reference": "float eager step", "snr_db": 70.0, "bundle_rtol": 1e-3, "bundle_atol": 1e-4},
-    "int8": {"reference": "converted int8 GraphModule", "snr_db": 35.0, "bundle_rtol": 0.05, "bundle_atol": 0.25},
+    "int8": {"reference": "converted int8 GraphModule", "fidelity": {"snr_db_vs_float": 20.0, "snr_db_floor": 30.0},
+             "bundle_rtol": 0.0, "bundle_steps": 8.0, "bundle_rel": 0.03, "bundle_atol": 0.25},
 }
 # Enrollment: the program's embedding vs the float checkpoint's (Enhancer.enroll), and the bundle's
 # per-case tolerances of enroll_step / enroll_finish against their reference (fp32 or int8 EnrollStep).
 ENROLL_TOLERANCES = {
     "fp32": {"cosine_vs_checkpoint": 0.999, "bundle_rtol": 1e-3, "bundle_atol": 1e-4},
-    "int8": {"cosine_vs_checkpoint": 0.99, "bundle_rtol": 0.05, "bundle_atol": 0.25},
+    "int8": {"cosine_vs_checkpoint": 0.99, "bundle_rtol": 0.0, "bundle_steps": 8.0, "bundle_rel": 0.03,
+             "bundle_atol": 0.25},
 }
 
 

@@ -13,6 +13,7 @@ a :class:`PocketVQEError` that says what to do.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -71,6 +72,26 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
+def check_integrity(path: Path, data: bytes) -> bool:
+    """Refuse a program whose bytes differ from what the ``manifest.json`` beside it records (size and
+    sha256, written at export); True when checked, False when no manifest lists the file."""
+    manifest = path.resolve().parent / "manifest.json"
+    try:
+        entries = json.loads(manifest.read_text()).get("files") or [] if manifest.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        raise PocketVQEError(f"{manifest} is not readable JSON: export the program again to rewrite it") from None
+    entry = next((f for f in entries if isinstance(f, dict) and f.get("file") == path.name), None)
+    if entry is None:
+        return False
+    digest = hashlib.sha256(data).hexdigest()
+    if entry.get("sha256") != digest or entry.get("bytes") not in (None, len(data)):
+        raise PocketVQEError(f"{path} does not match its manifest ({len(data):,} bytes, sha256 {digest[:12]}...; "
+                             f"{manifest.name} records {entry.get('bytes', '?')} bytes, sha256 "
+                             f"{str(entry.get('sha256'))[:12]}...): the file was changed or damaged after export; "
+                             "export it again, or copy it again together with its manifest")
+    return True
+
+
 class ProgramModel:
     """A loaded ``.pte``: ``cfg``, ``metadata``, ``state_names`` / ``state_shapes``, ``step``,
     ``enroll``, ``enhance``. The program bytes are held for the object's lifetime (the runtime
@@ -79,6 +100,7 @@ class ProgramModel:
     def __init__(self, path: str | os.PathLike, expect: str | None = None):
         self.path = Path(path)
         self._data = _read_bytes(self.path)
+        self.verified = check_integrity(self.path, self._data)     # against the manifest beside it, if any
         try:
             self._program = Runtime.get().load_program(self._data)
         except (RuntimeError, ValueError) as exc:

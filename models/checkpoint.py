@@ -85,6 +85,12 @@ def load_checkpoint(path: str | os.PathLike, expect: str | ModelConfig | None = 
         if cfg.name != name or (want is not None and want != cfg):
             raise PocketVQEError(f"checkpoint {path} holds config {cfg.name!r}, not {name!r}: "
                                  f"pass --config {cfg.name} or use a checkpoint of {name!r}")
+    bad = [k for k, v in ckpt["state_dict"].items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise PocketVQEError(f"checkpoint {path} has non-finite (NaN/Inf) weights in {len(bad)} tensors ({bad[0]}"
+                             f"{', ...' if len(bad) > 1 else ''}): training diverged or the file is damaged; "
+                             "use an earlier checkpoint")
     enh = Enhancer(cfg)
     try:
         enh.load_state_dict(ckpt["state_dict"])

@@ -74,15 +74,23 @@ class Enhancer(nn.Module):
         return feats[0].mean(0)
 
     @torch.no_grad()
-    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker: torch.Tensor | None = None) -> np.ndarray:
-        """Enhance a whole signal; output has the input's length and is aligned to it."""
-        delay = self.cfg.algorithmic_latency_samples
+    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker: torch.Tensor | None = None,
+                chunk_frames: int = 1000, progress=None) -> np.ndarray:
+        """Enhance a whole signal; output has the input's length and is aligned to it. Runs ``chunk_frames``
+        hops at a time with the state carried over (equal to one pass over the whole signal, memory flat
+        in its length); ``progress(hops)`` is called after each chunk."""
+        delay, hop = self.cfg.algorithmic_latency_samples, self.cfg.hop
         n = len(mic)
         x = self._frames(mic, extra=delay)
         f = self._frames(far if far is not None else np.zeros(n, np.float32), extra=delay) if self.cfg.has_far else None
         spk = speaker.reshape(1, -1) if speaker is not None else None
-        y, _ = self(x, f, self.init_state(1), spk)
-        return y[0, delay:delay + n].numpy()
+        state, out, step = self.init_state(1), np.empty(x.shape[1], np.float32), chunk_frames * hop
+        for at in range(0, x.shape[1], step):
+            y, state = self(x[:, at:at + step], None if f is None else f[:, at:at + step], state, spk)
+            out[at:at + y.shape[1]] = y[0].numpy()
+            if progress is not None:
+                progress(y.shape[1] // hop)
+        return out[delay:delay + n]
 
     def _frames(self, x: np.ndarray, extra: int = 0) -> torch.Tensor:
         hop = self.cfg.hop

@@ -3,7 +3,7 @@
 //   pocketvqe-runner info     PROGRAM.pte                       the program's metadata, as JSON
 //   pocketvqe-runner enhance  PROGRAM.pte --mic M.wav [--far F.wav] [--enroll E.wav | --speaker S.npy]
 //                             --out Y.wav [--json LAT.json] [--threads N] [--warmup W] [--etdump D.etdp] [--pcm16]
-//   pocketvqe-runner verify   BUNDLE.bpte --rtol R --atol A [--method M]  run the bundled cases; exit 1 on a mismatch
+//   pocketvqe-runner verify   BUNDLE.bpte --rtol R --atol A[,A1,...] [--method M]  run the bundled cases; exit 1 on a mismatch
 //   pocketvqe-runner job      JOB_DIR [--out OUT]               the test harness's job folder (device_tests)
 //
 // enhance streams the WAV through the program hop by hop, as an app would (pocketvqe/stream.h), and
@@ -57,7 +57,7 @@ const char* kUsage =
     "usage: pocketvqe-runner info PROGRAM.pte\n"
     "       pocketvqe-runner enhance PROGRAM.pte --mic M.wav [--far F.wav] [--enroll E.wav | --speaker S.npy]\n"
     "                        --out Y.wav [--json LAT.json] [--threads N] [--warmup W] [--etdump D.etdp] [--pcm16] [--channel K]\n"
-    "       pocketvqe-runner verify BUNDLE.bpte --rtol R --atol A [--method NAME]\n"
+    "       pocketvqe-runner verify BUNDLE.bpte --rtol R --atol A[,A1,...] [--method NAME]  (one atol, or one per output)\n"
     "       pocketvqe-runner job JOB_DIR [--out OUT_DIR]\n";
 
 // argv after the subcommand: one positional, then --flag value pairs (or --switch).
@@ -290,9 +290,26 @@ int cmd_verify(const Args& a) {
   }
   pocketvqe::Stream s(a.positional, b.bytes.data() + b.program_at, b.program_len);
   // Tolerances: the manifest's per-method bundle tolerances (export writes them; pocketvqe passes them).
-  const double rtol = a.real("--rtol", -1), atol = a.real("--atol", -1);
-  if (rtol < 0 || atol < 0) throw Usage("verify needs --rtol and --atol (the manifest's bundle tolerances of this program)");
+  // --atol A (every output) or A0,A1,... (one per output, in the method's output order).
+  const double rtol = a.real("--rtol", -1);
+  std::vector<double> atol;
+  if (a.has("--atol")) {
+    std::string text = a.get("--atol");
+    for (size_t at = 0; at <= text.size();) {
+      size_t comma = std::min(text.find(',', at), text.size());
+      std::string item = text.substr(at, comma - at);
+      char* end = nullptr;
+      double v = std::strtod(item.c_str(), &end);
+      if (item.empty() || *end || !(v >= 0)) throw Usage("--atol " + text + ": give a number >= 0, or a comma list of them");
+      atol.push_back(v);
+      at = comma + 1;
+    }
+  }
+  if (rtol < 0 || atol.empty()) throw Usage("verify needs --rtol and --atol (the manifest's bundle tolerances of this program)");
   auto results = pocketvqe::verify_bundle(s, b, rtol, atol);
+  std::string atol_json;
+  for (double v : atol) atol_json += std::string(atol_json.empty() ? "" : ", ") + num(v);
+  atol_json = atol.size() == 1 ? atol_json : "[" + atol_json + "]";
   bool ok = !results.empty();
   std::string cases;
   for (auto& r : results) {
@@ -302,9 +319,9 @@ int cmd_verify(const Args& a) {
              std::to_string(r.worst_output) + ", \"pass\": " + (r.pass ? "true" : "false") + "}";
   }
   std::printf("{\"bundle\": %s, %s, \"rtol\": %s, \"atol\": %s, \"pass\": %s, \"cases\": [%s]}\n", quote(a.positional).c_str(),
-              meta_json(s.meta()).c_str(), num(rtol).c_str(), num(atol).c_str(), ok ? "true" : "false", cases.c_str());
+              meta_json(s.meta()).c_str(), num(rtol).c_str(), atol_json.c_str(), ok ? "true" : "false", cases.c_str());
   if (results.empty()) std::fprintf(stderr, "pocketvqe-runner: error: %s holds no test cases\n", a.positional.c_str());
-  else if (!ok) std::fprintf(stderr, "pocketvqe-runner: error: bundled self-check FAILED (outside rtol=%g, atol=%g)\n", rtol, atol);
+  else if (!ok) std::fprintf(stderr, "pocketvqe-runner: error: bundled self-check FAILED (outside rtol=%g, atol=%s)\n", rtol, atol_json.c_str());
   return ok ? 0 : 1;
 }
 

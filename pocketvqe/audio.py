@@ -24,6 +24,10 @@ def read_audio(path: str | os.PathLike, *, channel: int | None = None, what: str
         raise PocketVQEError(f"{what} file {path} does not exist: check the path")
     if path.stat().st_size == 0:
         raise PocketVQEError(f"{what} file {path} is empty (0 bytes): re-export or re-record it")
+    short = wav_shortfall(path)
+    if short:
+        raise PocketVQEError(f"{what} file {path} is truncated: its WAV header promises {short[0]:,} bytes of audio, "
+                             f"the file holds {short[1]:,}; copy or export it again")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
@@ -48,6 +52,25 @@ def read_audio(path: str | os.PathLike, *, channel: int | None = None, what: str
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise PocketVQEError(f"{what} file {path} contains {bad} NaN/Inf samples: clean or re-export it")
     return x, int(sr)
+
+
+def wav_shortfall(path: Path) -> tuple[int, int] | None:
+    """(bytes the WAV header's data chunk promises, bytes the file holds after it) when a RIFF/WAVE file
+    is cut short, else None (not a WAV, complete, or a streamed header whose size field is 0 or 0xFFFFFFFF)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = path.stat().st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, n = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if cid == b"data":
+                held = size - f.tell()
+                return (n, held) if 0 < n < 0xFFFFFFFF and held < n else None
+            f.seek(n + (n & 1), 1)                        # chunks are word-aligned
 
 
 def check_signal(x: np.ndarray, what: str = "signal") -> np.ndarray:

@@ -31,6 +31,7 @@ from pocketvqe.models import get_config, init_checkpoint, load_checkpoint
 from pocketvqe.quant import int8_reference, recommended_ptq
 from pocketvqe.quiet import runtime_log
 from pocketvqe.report import ReportData, write_report
+from pocketvqe.report.model import bench_rows, hop_us, verdict
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "checkpoints"
 
@@ -104,7 +105,7 @@ def _parity(progs: dict[str, Packaged], clip, frames, targets: list[str]) -> tup
                              tolerances=program_tolerances(prog.tolerances, precision),
                              sample_rate=step.cfg.sample_rate, host_output=host_out.get(precision), keep_output=True,
                              floor=floors.get(precision, True), trace=traces[precision],
-                             trace_reference=prog.reference)
+                             trace_reference=prog.reference, fidelity_targets=prog.tolerances.get("fidelity"))
             y = row.pop("output")
             if tname == "host":
                 host_out[precision], floors[precision] = y, row["snr_db_floor"]
@@ -114,7 +115,8 @@ def _parity(progs: dict[str, Packaged], clip, frames, targets: list[str]) -> tup
     return rows, outputs
 
 
-def _notes(progs: dict[str, Packaged], trained: bool, int8_from: str, sizes: dict, wall: float) -> list[str]:
+def _notes(progs: dict[str, Packaged], rows: list[dict], trained: bool, int8_from: str, sizes: dict,
+           wall: float) -> list[str]:
     notes = [] if trained else ["Built from a seeded random init: no trained checkpoint is shipped yet. "
                                 "The numbers check the toolchain (export, parity, latency), not sound quality."]
     for done in progs.values():
@@ -126,6 +128,15 @@ def _notes(progs: dict[str, Packaged], trained: bool, int8_from: str, sizes: dic
         if not c.snr_ok:
             notes.append(f"{done.program.name}: self-check SNR vs its reference {c.snr_db_vs_reference:.1f} dB, "
                          f"below its {c.snr_db_required:g} dB bar (floor {c.snr_db_floor:.1f} dB).")
+    for r in rows:
+        fid = r.get("fidelity")
+        if fid and r["target"] == "host":
+            v = fid["values"]
+            notes.append(f"int8 free-running on the build clip (the listener's view, not a kernel check): "
+                         f"{v.get('snr_db_vs_float', float('nan')):.1f} dB from the float model, floor "
+                         f"{v.get('snr_db_floor', float('nan')):.1f} dB; the recipe's targets "
+                         + ", ".join(f"{k} >= {t:g}" for k, t in fid["targets"].items())
+                         + (f": MISSED ({'; '.join(fid['misses'])})" if fid["misses"] else ": met"))
     notes.append(f"int8 program: {int8_from}; {sizes['int8']:,} B, {sizes['int8'] / sizes['fp32']:.1%} of the fp32 "
                  f"program's {sizes['fp32']:,} B.")
     notes.append(f"Wall time {wall:.0f} s; export fp32 {progs['fp32'].program.export_seconds:.0f} s, "
@@ -183,6 +194,7 @@ def build(bc: BuildConfig) -> dict:
     enh, source, trained = _load_model(bc)
     cfg = enh.cfg
     progs, clip, int8_from = export_programs(enh, bc, log, say=lambda i, msg: _say(i, n, msg))
+    write_manifest(out, list(progs.values()))              # now: parity and bench check the bytes against it
     frames = clip.frames(cfg.hop, tensors=False)          # parity and bench run over the same clip
     sizes = {q: p.pte.stat().st_size for q, p in progs.items()}
     targets = ["host"] + (["qemu-arm64"] if bc.qemu else [])
@@ -213,11 +225,26 @@ def build(bc: BuildConfig) -> dict:
                    extra={"checkpoint": source, "trained": trained, "int8_size_ratio": sizes["int8"] / sizes["fp32"],
                           "int8_from": int8_from, **({"runner": _runner_entry(runner, out)} if runner else {})})
     _say(6, n, "report")
-    notes = _notes(progs, trained, int8_from, sizes, time.perf_counter() - t_start)
+    notes = _notes(progs, parity, trained, int8_from, sizes, time.perf_counter() - t_start)
     files = [f for p in progs.values() for f in p.files]
-    write_report(ReportData(title=f"pocketvqe build: {cfg.name}", config={**cfg.to_dict(), "checkpoint": source},
-                            sample_rate=cfg.sample_rate, hop=cfg.hop, audio=outputs,
-                            parity=[report_row(r) for r in parity], bench=bench,
-                            artifacts=[file_entry(p) for p in files], notes=notes), out)
-    return {"out": str(out), "parity": parity, "bundle_arm": arm_bundle, "bench": bench, "bench_rows": bench["rows"], "sizes": sizes,
-            "checks": {q: p.checks.to_dict() for q, p in progs.items()}}
+    data = ReportData(title=f"pocketvqe build: {cfg.name}", config={**cfg.to_dict(), "checkpoint": source},
+                      sample_rate=cfg.sample_rate, hop=cfg.hop, audio=outputs,
+                      parity=[report_row(r) for r in parity], bench=bench,
+                      artifacts=[file_entry(p) for p in files], notes=notes, checks=_checks(progs, arm_bundle))
+    write_report(data, out)
+    result, reasons = verdict(data, bench_rows(data.bench, hop_us(data))[0])
+    return {"out": str(out), "parity": parity, "bundle_arm": arm_bundle, "bench": bench, "bench_rows": bench["rows"],
+            "sizes": sizes, "checks": {q: p.checks.to_dict() for q, p in progs.items()},
+            "verdict": result, "failures": reasons}
+
+
+def _checks(progs: dict[str, Packaged], arm_bundle: dict) -> list[dict]:
+    """The export self-check of each program (host: bundle, teacher-forced, enrollment) and its bundle
+    re-run on ARM, as the report's verdict counts them."""
+    out = [{"check": f"self-check {q} (host)", "pass": p.checks.passed, "why": "; ".join(p.checks.failures(p.program.name))}
+           for q, p in progs.items()]
+    for q, c in arm_bundle.items():
+        bad = [m for m, r in c["methods"].items() if not r["pass"]]
+        out.append({"check": f"bundled self-check {q} (qemu-arm64)", "pass": c["pass"],
+                    "why": f"{', '.join(bad)} outside tolerance" if bad else ""})
+    return out

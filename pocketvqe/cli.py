@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except PocketVQEError as exc:
         print(f"pocketvqe {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1                  # 2 is argparse's: a usage error
     except OSError as exc:        # the file system said no: name the path and what to do, not a traceback
         print(f"pocketvqe {args.command}: error: {os_problem(exc)}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

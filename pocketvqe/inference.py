@@ -56,6 +56,9 @@ def enhance_arrays(model, mic: np.ndarray, sr: int, far: np.ndarray | None = Non
                              "pass --enroll ENROLL.wav (5-10 s of the speaker alone)")
     rate = cfg.sample_rate
     x = resample(mic, sr, rate)
+    if len(x) < cfg.hop:
+        raise PocketVQEError(f"the mic signal is {len(mic)} samples ({len(mic) / sr * 1000:.1f} ms), shorter than one "
+                             f"{cfg.hop / rate * 1000:g} ms frame of {cfg.name}: give a longer recording")
     f = None
     if far is not None:
         far = check_signal(far, "far-end signal")

@@ -41,7 +41,7 @@ def test_info_list_and_json(capsys):
 
 
 def test_unknown_config_is_a_clear_error(capsys):
-    assert main(["info", "--config", "nope"]) == 2
+    assert main(["info", "--config", "nope"]) == 1
     assert "unknown config 'nope'" in capsys.readouterr().err
 
 
@@ -79,7 +79,7 @@ def test_enhance_matches_model_offline(ckpt, wav, tmp_path):
 
 
 def _fails(args, capsys, match, out=None):
-    assert main(args) == 2
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert match in err, err
     if out is not None:

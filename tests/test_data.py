@@ -298,9 +298,9 @@ def test_cli(corpus, tmp_path, capsys):
     assert main(["data", "info", "--root", str(corpus)]) == 0
     out = capsys.readouterr().out
     assert "speech" in out and "test" in out
-    assert main(["data", "prepare", "--root", str(tmp_path / "c"), "--speech", str(tmp_path / "missing")]) == 2
+    assert main(["data", "prepare", "--root", str(tmp_path / "c"), "--speech", str(tmp_path / "missing")]) == 1
     assert "not a folder" in capsys.readouterr().err
-    assert main(["data", "prepare", "--root", str(tmp_path / "c"), "--sources", "asterisk-xx"]) == 2
+    assert main(["data", "prepare", "--root", str(tmp_path / "c"), "--sources", "asterisk-xx"]) == 1
     assert "unknown corpus source" in capsys.readouterr().err
     assert main(["data", "eval-set", "--root", str(corpus), "--out", str(tmp_path / "ev"), "--n", "1",
                  "--clip-seconds", "2", "--no-echo"]) == 0

@@ -1,4 +1,4 @@
-"""Bad input gets one line that names the problem and the fix (exit 2), not a traceback."""
+"""Bad input gets one line that names the problem and the fix (exit 1; usage errors 2), not a traceback."""
 from __future__ import annotations
 
 import os
@@ -29,7 +29,7 @@ def test_output_into_a_read_only_folder(tmp_path, capsys):
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        assert main(["enhance", "--model", CKPT, "--mic", str(mic), "--out", str(ro / "y.wav")]) == 2
+        assert main(["enhance", "--model", CKPT, "--mic", str(mic), "--out", str(ro / "y.wav")]) == 1
     finally:
         ro.chmod(0o700)
     assert "cannot use" in _err(capsys)
@@ -42,7 +42,7 @@ def test_output_folder_that_is_a_file(tmp_path, capsys):
     blocker.write_text("a file, not a folder")
     rc = main(["enhance", "--model", CKPT, "--mic", str(mic), "--out", str(blocker / "y.wav")])
     err = _err(capsys)
-    assert rc == 2 and "a file is in the way" in err and str(blocker) in err
+    assert rc == 1 and "a file is in the way" in err and str(blocker) in err
     assert blocker.read_text() == "a file, not a folder"          # nothing lost
 
 
@@ -53,7 +53,7 @@ def test_checkpoint_without_config(tmp_path, capsys):
     torch.save(ckpt, bad)
     mic = tmp_path / "mic.wav"
     sf.write(mic, np.zeros(1600, np.float32), 16000)
-    assert main(["enhance", "--model", str(bad), "--mic", str(mic), "--out", str(tmp_path / "y.wav")]) == 2
+    assert main(["enhance", "--model", str(bad), "--mic", str(mic), "--out", str(tmp_path / "y.wav")]) == 1
     assert "has no 'config'" in _err(capsys)
     assert not (tmp_path / "y.wav").exists()
 
@@ -66,5 +66,148 @@ def test_wav_header_with_zero_rate(tmp_path, capsys):
     mic.write_bytes(bytes(data))
     rc = main(["enhance", "--model", CKPT, "--mic", str(mic), "--out", str(tmp_path / "y.wav")])
     err = _err(capsys)
-    assert rc == 2 and ("sample rate is 0 Hz" in err or "not readable audio" in err)
+    assert rc == 1 and ("sample rate is 0 Hz" in err or "not readable audio" in err)
     assert not (tmp_path / "y.wav").exists()
+
+
+# ---------------------------------------------------------------------------------------------- the table
+# Every bad input to `enhance` ends in one `pocketvqe enhance: error: ...` line (exit 1; argparse's usage
+# errors exit 2), no traceback, no output file, inputs unchanged. Each case builds its own bad input.
+def _wav(path, x, sr=16000, subtype=None):
+    sf.write(path, x, sr, subtype=subtype)
+    return path
+
+
+def _speech(n=8000, seed=0):
+    return (0.05 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+
+
+def _nan_checkpoint(d):
+    ckpt = torch.load(CKPT, weights_only=True)
+    name = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    ckpt["state_dict"][name] = ckpt["state_dict"][name].clone().fill_(float("nan"))
+    torch.save(ckpt, d / "nan.pt")
+    return ["--model", str(d / "nan.pt")]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def _malicious_checkpoint(d):
+    torch.save({"format": "x", "config": {}, "state_dict": _Evil()}, d / "evil.pt")
+    return ["--model", str(d / "evil.pt")]
+
+
+def _truncated_wav(d):
+    full = _wav(d / "full.wav", _speech(16000))
+    (d / "mic.wav").write_bytes(full.read_bytes()[:100])            # the header promises 32,000 bytes
+    return []
+
+
+def _stereo(d):
+    _wav(d / "mic.wav", np.stack([_speech(), _speech(seed=1)], axis=1))
+    return []
+
+
+def _nan_samples(d):
+    x = _speech()
+    x[100] = np.nan
+    _wav(d / "mic.wav", x, subtype="FLOAT")
+    return []
+
+
+def _shorter_than_a_frame(d):
+    _wav(d / "mic.wav", _speech(100))                                # 100 samples, the hop is 160
+    return []
+
+
+def _not_audio(d):
+    (d / "mic.wav").write_text("these are not samples\n" * 50)
+    return []
+
+
+def _empty(d):
+    (d / "mic.wav").write_bytes(b"")
+    return []
+
+
+def _missing_mic(d):
+    (d / "mic.wav").unlink()
+    return []
+
+
+def _out_is_input(d):
+    return ["--out", str(d / "mic.wav")]
+
+
+def _unknown_model(d):
+    (d / "m.onnx").write_bytes(b"onnx")
+    return ["--model", str(d / "m.onnx")]
+
+
+def _random_pte(d):
+    (d / "m.pte").write_bytes(os.urandom(4096))
+    return ["--model", str(d / "m.pte")]
+
+
+def _random_pt2(d):
+    (d / "m.pt2").write_bytes(os.urandom(4096))
+    return ["--model", str(d / "m.pt2")]
+
+
+def _missing_enrollment(d):
+    return ["--model", str(Path(CKPT).with_name("pvqe-s16.pt"))]
+
+
+BAD_INPUTS = [
+    ("missing mic", _missing_mic, "does not exist"),
+    ("empty mic", _empty, "is empty (0 bytes)"),
+    ("not audio", _not_audio, "is not readable audio"),
+    ("truncated WAV", _truncated_wav, "is truncated: its WAV header promises 32,000 bytes"),
+    ("stereo without --channel", _stereo, "has 2 channels: pick one with --channel N"),
+    ("NaN samples", _nan_samples, "contains 1 NaN/Inf samples"),
+    ("shorter than a frame", _shorter_than_a_frame, "shorter than one 10 ms frame"),
+    ("--out is the mic", _out_is_input, "is one of the inputs"),
+    ("NaN weights", _nan_checkpoint, "non-finite (NaN/Inf) weights"),
+    ("malicious pickle", _malicious_checkpoint, "is corrupt or truncated"),
+    ("unknown model type", _unknown_model, "don't know how to run m.onnx"),
+    ("random-bytes .pte", _random_pte, "is not an ExecuTorch program"),
+    ("random-bytes .pt2", _random_pt2, "m.pt2"),
+    ("personalized model without enrollment", _missing_enrollment, "pass --enroll ENROLL.wav"),
+]
+
+
+@pytest.mark.parametrize("case, make, message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gives_one_error_line(case, make, message, tmp_path, capsys):
+    d = tmp_path
+    _wav(d / "mic.wav", _speech())
+    argv = {"--model": CKPT, "--mic": str(d / "mic.wav"), "--out": str(d / "out" / "y.wav")}
+    extra = make(d)
+    for k, v in zip(extra[::2], extra[1::2]):
+        argv[k] = v
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    rc = main(["enhance", *[x for kv in argv.items() for x in kv]])
+    err = capsys.readouterr().err
+    assert rc == 1, (case, err)
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("pocketvqe enhance: error:")]
+    assert len(lines) == 1 and message in lines[0], (case, err)
+    assert "Traceback" not in err
+    assert not (d / "out").exists() or not any((d / "out").iterdir())            # nothing written
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before  # inputs unchanged
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["enhance", "--mic", "x.wav"])                                 # --model and --out missing
+    assert exc.value.code == 2 and "required" in capsys.readouterr().err
+
+
+def test_truncation_check_reads_only_the_header(tmp_path):
+    from pocketvqe.audio import wav_shortfall
+    full = _wav(tmp_path / "a.wav", _speech(1000))
+    assert wav_shortfall(full) is None                                  # complete
+    (tmp_path / "b.wav").write_bytes(full.read_bytes()[:-10])
+    assert wav_shortfall(tmp_path / "b.wav") == (2000, 1990)            # cut by 10 bytes: refused
+    assert wav_shortfall(_wav(tmp_path / "c.flac", _speech(1000))) is None   # not a WAV: libsndfile decides

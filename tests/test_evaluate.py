@@ -216,17 +216,17 @@ def test_compare_cli_peers_side_by_side(corpus, clips, tmp_path, capsys):
 
 
 def test_cli_errors_name_the_fix(tmp_path, corpus, capsys):
-    assert main(["eval", "--model", str(tmp_path / "model.onnx"), "--data", str(corpus)]) == 2
+    assert main(["eval", "--model", str(tmp_path / "model.onnx"), "--data", str(corpus)]) == 1
     assert "not supported" in capsys.readouterr().err
-    assert main(["eval", "--model", str(tmp_path / "missing.pt"), "--data", str(corpus)]) == 2
+    assert main(["eval", "--model", str(tmp_path / "missing.pt"), "--data", str(corpus)]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert main(["eval", "--model", "identity", "--data", str(tmp_path / "nowhere")]) == 2
+    assert main(["eval", "--model", "identity", "--data", str(tmp_path / "nowhere")]) == 1
     assert "pocketvqe data prepare" in capsys.readouterr().err
-    assert main(["eval", "--model", "identity", "--data", str(corpus), "--metrics", "pesq,mos"]) == 2
+    assert main(["eval", "--model", "identity", "--data", str(corpus), "--metrics", "pesq,mos"]) == 1
     assert "unknown group" in capsys.readouterr().err
-    assert main(["compare", "--peers", "nope", "--data", str(corpus)]) == 2
+    assert main(["compare", "--peers", "nope", "--data", str(corpus)]) == 1
     assert "unknown peer" in capsys.readouterr().err
-    assert main(["compare", "--peers", "none", "--data", str(corpus)]) == 2
+    assert main(["compare", "--peers", "none", "--data", str(corpus)]) == 1
     assert "nothing to compare" in capsys.readouterr().err
 
 

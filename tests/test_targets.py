@@ -458,7 +458,7 @@ def test_cli_list_and_describe(capsys):
     assert info["emulated"] is False and info["runtime_version"]
     assert main(["device", "describe", "qemu-arm64"]) == 0
     assert "emulated" in capsys.readouterr().out
-    assert main(["device", "describe", "nowhere"]) == 2
+    assert main(["device", "describe", "nowhere"]) == 1
     assert "unknown target" in capsys.readouterr().err
 
 

@@ -251,7 +251,7 @@ def test_cli_run_checkpoints_validates_and_resumes_exactly(corpus, tiny_json, tm
     assert ckpt["meta"]["trained_steps"] == 6 and not enh.training
 
     # a run folder is never overwritten by a new run
-    assert main(["train", "--config", str(tiny_json["tiny"]), "--out", str(a), *common]) == 2
+    assert main(["train", "--config", str(tiny_json["tiny"]), "--out", str(a), *common]) == 1
     assert "already holds a run" in capsys.readouterr().err
 
     # resume from step 3 into another folder: steps 4-6 repeat the uninterrupted run
@@ -277,7 +277,7 @@ def test_cli_run_checkpoints_validates_and_resumes_exactly(corpus, tiny_json, tm
 
     # weights-only checkpoints cannot be resumed (they can seed a new run with --init)
     init_ckpt = save_checkpoint(tmp_path / "w.pt", init_checkpoint(TINY))
-    assert main(["train", "--out", str(tmp_path / "c"), "--resume", str(init_ckpt)]) == 2
+    assert main(["train", "--out", str(tmp_path / "c"), "--resume", str(init_ckpt)]) == 1
     assert "--init" in capsys.readouterr().err
 
 

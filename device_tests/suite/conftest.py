@@ -23,6 +23,7 @@ from pocketvqe.device_tests.parity import format_parity_table, reference_outputs
 from pocketvqe.device_tests.targets import get_target
 from pocketvqe.device_tests.targets.native import NativeTarget
 from pocketvqe.export.program import export_program, write_manifest, write_program
+from pocketvqe.export.teacher import reference_trace
 from pocketvqe.models import get_config, init_checkpoint
 from pocketvqe.models.checkpoint import save_checkpoint
 from pocketvqe.quant import int8_reference
@@ -53,6 +54,8 @@ class Built:
     frames: list
     init_state: list
     references: dict
+    traces: dict              # per variant: the reference's teacher-forced trace (export.teacher)
+    teachers: dict            # per variant: the reference module the trace came from
     sample_rate: int
     export_seconds: dict
 
@@ -130,8 +133,11 @@ def built(request, tmp_path_factory) -> Built:
     step = progs["fp32"].step
     init = [s.numpy() for s in step.init_state()]
     refs = reference_outputs(frames, init, step, progs["int8"].reference)
+    names = ["enhanced", *step.state_names]
+    traces = {v: reference_trace(p.reference, frames, init, names) for v, p in progs.items()}
     return Built(out=out, paths=paths, precision={v: p.precision for v, p in progs.items()}, frames=frames,
-                 init_state=init, references=refs, sample_rate=cfg.sample_rate, export_seconds=seconds)
+                 init_state=init, references=refs, traces=traces, teachers={v: p.reference for v, p in progs.items()},
+                 sample_rate=cfg.sample_rate, export_seconds=seconds)
 
 
 ROWS_KEY = pytest.StashKey[list]()

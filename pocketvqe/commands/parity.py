@@ -4,8 +4,10 @@
         --target qemu-arm64 --json parity.json
 
 The program runs on the target over the whole clip with its state threaded; the float model (the
-checkpoint) and, for int8 programs, the PyTorch int8 reference (a ``.pt2``) run on the host. Exit
-status 1 when the program misses the tolerances of its manifest.
+checkpoint) and, for int8 programs, the PyTorch int8 reference (a ``.pt2``) run on the host. The
+verdict is teacher-forced (each frame from the reference's own inputs and state; fp32 programs also
+free-running against the float model). Exit status 1 when the program fails, or when it cannot be
+judged (an int8 program without its int8 reference).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pocketvqe.audio import match_length, read_audio, resample
 from pocketvqe.device_tests.parity import (
     format_parity_table,
     manifest_beside,
+    manifest_fidelity,
     manifest_tolerances,
     reference_outputs,
     resolve_references,
@@ -117,9 +120,10 @@ def run(args) -> int:
     if teacher is not None:
         trace = reference_trace(teacher, frames, init, ["enhanced", *prog.state_names])
     else:
-        notes.append("no int8 reference (--ref Q.pt2): no teacher-forced parity, the free-running SNR decides")
+        notes.append("no int8 reference (--ref Q.pt2): no teacher-forced parity")
     row = run_parity(pte, frames, init, refs, target=target, precision=prog.precision, tolerances=tolerances,
-                     sample_rate=cfg.sample_rate, pesq=not args.no_pesq, trace=trace, trace_reference=teacher)
+                     sample_rate=cfg.sample_rate, pesq=not args.no_pesq, trace=trace, trace_reference=teacher,
+                     fidelity_targets=manifest_fidelity(manifest, pte.name))
     row = {"model": cfg.name, **row, "notes": notes + row["notes"]}
     print(format_parity_table([row]))
     for note in row["notes"]:
@@ -128,4 +132,7 @@ def run(args) -> int:
         print(f"FAIL: {failure}")
     if args.json:
         write_json(args.json, row)
-    return 1 if row["pass"] is False else 0
+    if row["pass"] is None:
+        print("pocketvqe parity: error: the program was not judged: pass its int8 reference with --ref Q.pt2 "
+              "(`pocketvqe quantize` writes it)", file=sys.stderr)
+    return 0 if row["pass"] else 1

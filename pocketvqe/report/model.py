@@ -25,6 +25,8 @@ class ReportData:
     bench:     ``{'target', 'hop_ms', 'p50_us', 'p90_us', 'p99_us', 'max_us', 'rtf', 'deadline_misses',
                'rows': [{'name': 'int8-pte', 'p50_us': ...}, ...], 'per_frame_us': {'int8-pte': [...]}}``.
     artifacts: ``{'file': 'model_int8.pte', 'bytes': n, 'sha256': '...'}``.
+    checks:    other checks the verdict counts, ``{'check': 'self-check int8 (qemu-arm64)', 'pass': False,
+               'why': '...'}`` (bundled self-checks, enrollment).
     created:   timestamp text; ``None`` means now (UTC).
     max_audio_s: the page's players and spectrograms show at most this many seconds of each track
                (16-bit WAV in base64 costs ~43 kB per second at 16 kHz); levels and SNRs use all of it.
@@ -39,6 +41,7 @@ class ReportData:
     bench: dict | None = None
     artifacts: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    checks: list = field(default_factory=list)
     created: str | None = None
     max_audio_s: float | None = 60.0
 
@@ -186,7 +189,8 @@ def hop_us(data: ReportData) -> float | None:
 
 
 def verdict(data: ReportData, rows: list[dict]) -> tuple[str, list[str]]:
-    """('pass' | 'fail' | 'none', reasons): parity rows with a ``pass`` and the int8 deadline misses."""
+    """('pass' | 'fail' | 'none', reasons): parity rows with a ``pass``, the other ``checks`` and the
+    int8 deadline misses."""
     reasons, judged = [], False
     for r in data.parity:
         if r.get("pass") is None:
@@ -194,6 +198,10 @@ def verdict(data: ReportData, rows: list[dict]) -> tuple[str, list[str]]:
         judged = True
         if not r["pass"]:
             reasons.append(f"parity {r.get('target', '?')}/{r.get('variant', '?')} failed")
+    for c in data.checks:
+        judged = True
+        if not c.get("pass"):
+            reasons.append(f"{c.get('check', 'check')} failed" + (f" ({c['why']})" if c.get("why") else ""))
     ref = int8_row(rows) if rows else None
     misses = None
     if ref is not None and ref.get("deadline_misses") is not None:
