@@ -15,7 +15,7 @@ through RPATH ``$ORIGIN/lib``), cached by architecture, executorch version and a
 and swapped in only when complete.
 
 >>> runner = build_runner("aarch64")                    # doctest: +SKIP
->>> NativeRunner(runner).verify("build/dvqe-s16-int8.bpte", rtol=0.05, atol=0.33)["pass"]  # doctest: +SKIP
+>>> NativeRunner(runner).verify("build/dvqe-s16-int8.bpte", rtol=0.0, atol=atols, min_snr_db=bounds)["pass"]  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -218,11 +218,15 @@ class NativeRunner:
                 args += [flag, str(v)]
         return self.json(*args)
 
-    def verify(self, bpte, rtol: float, atol, method: str | None = None) -> dict[str, Any]:
-        """Run a bundled program's cases (``method``'s only, if given) within ``rtol`` and ``atol`` (one
-        value, or one per output of the method); the report (``pass`` False on a mismatch, no exception)."""
-        atols = [atol] if isinstance(atol, (int, float)) else list(atol)
-        args = ["verify", str(bpte), "--rtol", repr(float(rtol)), "--atol", ",".join(repr(float(a)) for a in atols)]
+    def verify(self, bpte, rtol: float, atol, min_snr_db=None, method: str | None = None) -> dict[str, Any]:
+        """Run a bundled program's cases (``method``'s only, if given): every element within ``rtol`` and
+        ``atol``, each output's SNR over the cases at least ``min_snr_db`` (each one value, or one per
+        output of the method; :func:`pocketvqe.export.bundle.bundle_tolerances`); the report (``pass``
+        False on a mismatch, no exception)."""
+        def listed(v):
+            return ",".join(repr(float(x)) for x in ([v] if isinstance(v, (int, float)) else v))
+        args = ["verify", str(bpte), "--rtol", repr(float(rtol)), "--atol", listed(atol),
+                *(["--min-snr-db", listed(min_snr_db)] if min_snr_db is not None else [])]
         proc = self.run(*args, *(["--method", method] if method else []), check=False)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode not in (0, 1) or not lines:

@@ -365,8 +365,10 @@ def _db(v) -> str:
     return "inf" if isinstance(v, float) and math.isinf(v) else f"{v:.1f}"
 
 
-def _tf_bound(r: Mapping) -> float:
-    return TEACHER_TOLERANCES[variant_of(r.get("precision", r.get("variant", "int8")))]["min_snr_db"]
+def _tf_bound(r: Mapping) -> str:
+    tol = TEACHER_TOLERANCES[variant_of(r.get("precision", r.get("variant", "int8")))]
+    own = ", ".join(f"{k} {v:g}" for k, v in (tol.get("outputs") or {}).items())
+    return f"{tol['min_snr_db']:g} dB" + (f" ({own})" if own else "")
 
 
 def _tf_cell(r: Mapping) -> str:
@@ -387,7 +389,7 @@ def format_parity_table(rows: Sequence[Mapping]) -> str:
     for r in rows:
         bounds = ", ".join(f"{k.replace('snr_db_vs_', '')} > {v:g}" for k, v in (r.get("tolerances") or {}).items())
         if r.get("teacher_forced"):
-            bounds += f", teacher-forced > {_tf_bound(r):g} dB"
+            bounds += f"{', ' if bounds else ''}teacher-forced > {_tf_bound(r)}"
         ok = {True: "yes", False: "NO", None: "not judged"}[r.get("pass")]
         pesq = r.get("pesq_vs_float")
         lines.append(f"| {r['target']} | {r['program']} | {_tf_cell(r)} | {_db(r.get('snr_db_vs_float'))} | "

@@ -32,19 +32,33 @@ from pocketvqe.models.step import EnrollFinish, enroll_pcm
 from pocketvqe.signals import dithered, run_step, snr_db
 
 from .lower import load_method
-from .teacher import Trace, output_units
+from .teacher import TEACHER_TOLERANCES, Trace, output_bound, output_snr_db, output_units
+
+
+def _loudest_window(prog, frames, k: int, warmup: int) -> int:
+    """The first frame (>= ``warmup``) of the ``k`` consecutive frames where the reference's enhanced
+    output is loudest: the bundle checks the program where there is speech to get wrong."""
+    state, energy = prog.step.init_state(), []
+    with torch.no_grad():
+        for sig in frames:
+            out = prog.reference(*[s.reshape(-1) for s in sig], *state)
+            energy.append(float(torch.sum(torch.as_tensor(out[0]).double() ** 2)))
+            state = list(out[1:])
+    window = np.convolve(np.asarray(energy[warmup:]), np.ones(k), mode="valid")
+    return warmup + int(np.argmax(window))
 
 
 def _forward_cases(prog, frames: Sequence[Sequence[torch.Tensor]], k: int, warmup: int):
     if len(frames) < k + warmup:
         raise PocketVQEError(f"the bundle needs {k + warmup} frames of a real clip, got {len(frames)}: "
                              "give a longer clip or fewer --bundle-frames")
+    start = _loudest_window(prog, frames, k, warmup)
     state, cases = prog.step.init_state(), []
     with torch.no_grad():
-        for t in range(warmup + k):
+        for t in range(start + k):
             inputs = (*[s.reshape(-1) for s in frames[t]], *state)
             out = tuple(o.detach().contiguous().clone() for o in prog.reference(*inputs))
-            if t >= warmup:
+            if t >= start:
                 cases.append((inputs, out))
             state = list(out[1:])
     return cases
@@ -93,8 +107,7 @@ def _case_array(value) -> np.ndarray | None:
 def output_atols(reference, cases, steps: float, rel: float) -> list[float]:
     """One atol per output of a method's bundled ``cases`` (an int8 program's): ``steps`` quantization
     steps where the int8 graph quantizes the output (its scale, :func:`export.teacher.output_units`),
-    else ``rel`` of its peak over the cases (fp32 outputs of an int8 program: PCM, spectra, the
-    enrollment's mean)."""
+    else ``rel`` of its peak over the cases (fp32 outputs of an int8 program, states without one grid)."""
     outs = [np.stack([_case_array(c.expected_outputs[k]) for c in cases])
             for k in range(len(cases[0].expected_outputs))]
     trace = Trace(list(range(len(cases))), [], outs, [str(k) for k in range(len(outs))])
@@ -103,15 +116,21 @@ def output_atols(reference, cases, steps: float, rel: float) -> list[float]:
 
 
 def bundle_tolerances(prog, bpte: bytes | None = None) -> dict:
-    """{method: (rtol, atol)} of the bundled self-check; ``atol`` is one value for every output, or a
-    list with one per output.
+    """{method: (rtol, atol, min_snr_db)} of the bundled self-check.
 
-    fp32: the variant's rtol/atol for every output. int8, given the ``bpte``: rtol 0 and one atol per
-    output in that output's own units (``bundle_steps`` quantization steps, or ``bundle_rel`` of the peak
-    of an fp32 output such as the enhanced PCM), so the PCM is checked at its own scale instead of the
-    widest state's (one atol per method let an output gain of 0.9 pass). Without the ``bpte`` an int8
-    program gets the variant's scalar fallback (``bundle_atol``)."""
+    Two bounds per output, both checked by the Python runtime here and by the native runner on a device
+    (``pocketvqe-runner verify --rtol R --atol A[,A1,..] --min-snr-db S[,S1,..]``):
+    - every element within ``atol + rtol |expected|`` (``atol`` one value, or one per output): gross
+      faults, a NaN, a wrong element anywhere. fp32: the variant's rtol/atol. int8 given its ``bpte``:
+      rtol 0 and each output in its own units, ``bundle_steps`` of its quantization step (``bundle_rel``
+      of its peak where it has no single grid);
+    - each output's SNR over the method's cases (expected energy over error energy) at least
+      ``min_snr_db`` (one value, or one per output): the teacher-forced bounds of the precision
+      (:data:`export.teacher.TEACHER_TOLERANCES`), since each case is a teacher-forced frame. This one
+      catches what hides under an int8 program's one-step flips: an output gain of 0.9 is 20 dB on
+      the enhanced PCM."""
     tol = prog.tolerances
+    names = {"forward": ["enhanced", *prog.step.state_names]}
     out = {"forward": (tol["bundle_rtol"], tol["bundle_atol"])}
     refs = {"forward": prog.reference}
     if "enroll" in tol:
@@ -125,7 +144,9 @@ def bundle_tolerances(prog, bpte: bytes | None = None) -> dict:
             t = tol if method == "forward" else tol["enroll"]
             if suites.get(method):
                 out[method] = (0.0, output_atols(reference, suites[method], t["bundle_steps"], t["bundle_rel"]))
-    return out
+    bounds = TEACHER_TOLERANCES[prog.precision]
+    return {m: (rtol, atol, [output_bound(bounds, n) for n in names[m]] if m in names else bounds["min_snr_db"])
+            for m, (rtol, atol) in out.items()}
 
 
 def _suites(buffer: bytes) -> dict:
@@ -138,12 +159,12 @@ def _suites(buffer: bytes) -> dict:
 
 
 def verify_bundle(buffer: bytes, tolerances: dict[str, tuple]) -> dict:
-    """Run every bundled case in the ExecuTorch runtime and compare each output ``k`` with its expected
-    value within ``atol[k] + rtol * |expected|`` (:func:`bundle_tolerances`; one atol for all outputs or
-    one per output).
+    """Run every bundled case in the ExecuTorch runtime and check each output ``k``: every element within
+    ``atol[k] + rtol * |expected|`` and its SNR over the method's cases at least ``min_snr_db[k]``
+    (:func:`bundle_tolerances`; ``atol`` and ``min_snr_db`` one value for all outputs or one per output).
 
-    Returns ``{method: {"cases": n, "rtol": r, "atol": a, "max_abs_err": e, "max_err_per_output": [...]}}``;
-    raises PocketVQEError naming the method, case and output that miss their tolerance."""
+    Returns ``{method: {"cases", "rtol", "atol", "min_snr_db", "max_abs_err", "max_err_per_output",
+    "snr_db_per_output"}}``; raises PocketVQEError naming the method and output that miss a bound."""
     suites = _suites(buffer)
     try:
         bundle = _load_bundled_program_from_buffer(buffer)
@@ -151,14 +172,13 @@ def verify_bundle(buffer: bytes, tolerances: dict[str, tuple]) -> dict:
         raise PocketVQEError(f"the .bpte does not load ({exc}): it is truncated or not a bundled program") from None
     report = {}
     for method, cases in suites.items():
-        rtol, atol = tolerances[method]
+        rtol, atol, *bound = tolerances[method]
+        min_snr = bound[0] if bound else float("-inf")          # (rtol, atol): elements only
         n_out = len(cases[0].expected_outputs)
-        atols = [float(atol)] * n_out if isinstance(atol, (int, float)) else [float(a) for a in atol]
-        if len(atols) != n_out:
-            raise PocketVQEError(f"{method}: {len(atols)} atol values for {n_out} outputs: give one, or one per output")
-        worst = [0.0] * n_out
+        atols, snrs = _per_output(atol, n_out, method, "atol"), _per_output(min_snr, n_out, method, "min_snr_db")
+        worst, want_all, got_all = [0.0] * n_out, [[] for _ in range(n_out)], [[] for _ in range(n_out)]
         for i, case in enumerate(cases):
-            try:     # the runtime's own check at the widest bound; each output's own bound below
+            try:     # the runtime's own check at the widest bound; each output's own bounds below
                 got = bundle.verify_result_with_bundled_expected_output(method, i, rtol, max(atols))
             except RuntimeError as exc:
                 raise PocketVQEError(f"bundled self-check failed: {method} case {i} is outside rtol={rtol}, "
@@ -167,15 +187,33 @@ def verify_bundle(buffer: bytes, tolerances: dict[str, tuple]) -> dict:
                 w = _case_array(want)
                 if w is None or not isinstance(have, torch.Tensor):
                     continue
-                err = np.abs(have.reshape(-1).numpy().astype(np.float32) - w)
+                h = have.reshape(-1).numpy().astype(np.float32)
+                err = np.abs(h - w)
                 worst[k] = max(worst[k], float(err.max()) if np.all(np.isfinite(err)) else float("inf"))
+                want_all[k].append(w)
+                got_all[k].append(h)
                 if not np.all(err <= atols[k] + rtol * np.abs(w)):
                     raise PocketVQEError(f"bundled self-check failed: {method} case {i}, output {k}, is "
                                          f"{worst[k]:.3g} from its expected value (atol {atols[k]:.3g}, rtol "
                                          f"{rtol}); the program does not match its reference")
-        report[method] = {"cases": len(cases), "rtol": rtol, "atol": atol, "max_abs_err": max(worst),
-                          "max_err_per_output": worst}
+        snr = [output_snr_db(np.concatenate(g), np.concatenate(w)) if w else float("inf")
+               for g, w in zip(got_all, want_all)]
+        low = [k for k in range(n_out) if not snr[k] >= snrs[k]]
+        if low:
+            k = low[0]
+            raise PocketVQEError(f"bundled self-check failed: {method} output {k} is {snr[k]:.1f} dB from its "
+                                 f"expected values over the {len(cases)} cases (min {snrs[k]:g} dB); the program "
+                                 "does not match its reference")
+        report[method] = {"cases": len(cases), "rtol": rtol, "atol": atol, "min_snr_db": min_snr,
+                          "max_abs_err": max(worst), "max_err_per_output": worst, "snr_db_per_output": snr}
     return report
+
+
+def _per_output(value, n: int, method: str, what: str) -> list[float]:
+    values = [float(value)] * n if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != n:
+        raise PocketVQEError(f"{method}: {len(values)} {what} values for {n} outputs: give one, or one per output")
+    return values
 
 
 def program_fidelity(prog, frames) -> dict[str, float]:

@@ -19,6 +19,7 @@ import torch
 
 from pocketvqe.audio import read_audio, resample
 from pocketvqe.data import SimConfig, Simulator, corpus_root
+from pocketvqe.errors import PocketVQEError
 from pocketvqe.fileio import atomic_write_bytes
 from pocketvqe.models import Enhancer
 from pocketvqe.quant import Int8Reference
@@ -143,7 +144,11 @@ def check(prog: P.Program, clip: SelfCheckClip, bundle_frames: int = 8) -> tuple
     method = load_method(prog.buffer)
     tf = teacher_forced(lambda a: method.execute(a), prog.reference, frames, prog.step.init_state(),
                         ["enhanced", *prog.step.state_names], prog.precision)
-    checks = Checks(bundle=verify_bundle(bpte, bundle_tolerances(prog, bpte)),
+    try:
+        bundle = verify_bundle(bpte, bundle_tolerances(prog, bpte))
+    except PocketVQEError as exc:
+        raise PocketVQEError(f"{prog.name}: {exc}") from None
+    checks = Checks(bundle=bundle,
                     snr_db_vs_reference=round(fidelity["snr_db_vs_reference"], 2),
                     snr_db_required=prog.tolerances.get("snr_db"), snr_db_floor=round(fidelity["snr_db_floor"], 2),
                     teacher_forced={k: v for k, v in tf.items() if k != "rows"} | {"rows": tf["rows"]})

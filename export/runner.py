@@ -199,8 +199,9 @@ class ProgramModel:
         return enroll_pcm(pcm, cfg.hop, acc, lambda *a: step.execute(list(a)),
                           lambda *a: finish.execute(list(a))[0]).clone()
 
-    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker=None) -> np.ndarray:
-        """Stream the program over ``mic`` (model rate); output aligned to the input, same length."""
+    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker=None, progress=None) -> np.ndarray:
+        """Stream the program over ``mic`` (model rate); output aligned to the input, same length;
+        ``progress(hops)`` after each hop."""
         cfg, hop = self.cfg, self.cfg.hop
         delay, n = cfg.algorithmic_latency_samples, len(mic)
         x, f = pad_for_stream(cfg, mic, far)
@@ -212,7 +213,7 @@ class ProgramModel:
             spk = _vector(speaker, cfg.speaker_dim, "speaker", "enroll the speaker with this program").numpy()
         forward = self.method("forward")
         y, _ = run_step(lambda *a: forward.execute(list(a)), frames_of(x, f, hop, spk, tensors=True),
-                        self.init_state())
+                        self.init_state(), on_frame=None if progress is None else (lambda i: progress(1)))
         return y[delay:delay + n]
 
 

@@ -25,19 +25,20 @@ import numpy as np
 import torch
 
 # How far a correct program may be from its reference on one teacher-forced frame. Judged per output
-# by its teacher-forced SNR (reference energy over difference energy, all traced frames); the step and
-# relative statistics are reported beside it. Measured on the shipped dvqe-s16 (48 frames of the
-# build's double-talk clip; the note of the fidelity work has the tables):
+# by its teacher-forced SNR (reference energy over difference energy, all traced frames): ``min_snr_db``,
+# or the output's own bound in ``outputs``; the step and relative statistics are reported beside it.
+# Measured on the shipped dvqe-s16 (48 frames of the build's double-talk clip, host and qemu-arm64 equal
+# to 0.1 dB; the note of the fidelity work has the tables):
 # - fp32 vs the float eager step: relative errors <= 2e-6 on the host, <= 8.3e-5 on ARM (another FMA
 #   order): per-output SNR > 90 dB. Bound 70 dB.
-# - int8 (PTQ, the config recipe) vs its int8 reference: lowest output 28.7 dB (net.dec.3.subpix, the
-#   per-frame-range block), enhanced PCM 36.8 dB, quantized states p99.9 <= 2 steps with one GRU element
-#   25 steps off (a rounding flip inside a gate, multiplied by it); ARM equals the host to 1 step.
-#   Bound 25 dB. The mutations it must catch: an output gain of 0.9 is 20.0 dB on the enhanced output,
-#   two state tensors swapped -3.6 dB.
+# - int8 (PTQ, the config recipe) vs its int8 reference: the enhanced PCM 30.4 dB; the lowest state
+#   26.8 dB (net.dec.3.subpix, the per-frame-range block), then the overlap-add tail 27.4 dB; quantized
+#   states p99.9 <= 3 steps with one GRU element 23 steps off (a rounding flip inside a gate, multiplied
+#   by it). Bounds: 25 dB on the enhanced PCM, 20 dB on every state. The mutations they must catch: an
+#   output gain of 0.9 is 20.0 dB on the enhanced PCM, two state tensors swapped -3.6 dB.
 TEACHER_TOLERANCES = {
     "fp32": {"min_snr_db": 70.0},
-    "int8": {"min_snr_db": 25.0},
+    "int8": {"min_snr_db": 20.0, "outputs": {"enhanced": 25.0}},
 }
 
 
@@ -142,8 +143,7 @@ def compare_trace(got: Sequence[np.ndarray], trace: Trace, units: Sequence[float
                          "share_over_1_step": 1.0, "note": f"shape {g.shape} vs {r.shape}"})
             continue
         d = np.abs(g.astype(np.float64) - r.astype(np.float64))
-        energy, noise = float(np.sum(r.astype(np.float64) ** 2)), float(np.sum(d ** 2))
-        snr = float("inf") if noise == 0 else (10 * np.log10(energy / noise) if energy > 0 else float("-inf"))
+        snr = output_snr_db(g, r)
         if step:
             e = d / step
             rows.append({"output": name, "unit": "step", "step": step, "max": float(e.max()),
@@ -159,11 +159,26 @@ def compare_trace(got: Sequence[np.ndarray], trace: Trace, units: Sequence[float
     return rows
 
 
+def output_snr_db(got: np.ndarray, ref: np.ndarray) -> float:
+    """Reference energy over error energy in dB (inf when equal, -inf for an error on a silent reference,
+    -inf for non-finite values)."""
+    r, g = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    if not np.all(np.isfinite(g)):
+        return float("-inf")
+    energy, noise = float(np.sum(r ** 2)), float(np.sum((g - r) ** 2))
+    return float("inf") if noise == 0 else (10 * np.log10(energy / noise) if energy > 0 else float("-inf"))
+
+
+def output_bound(tol: dict, name: str) -> float:
+    """The teacher-forced SNR bound of output ``name``: its own (``outputs``) or ``min_snr_db``."""
+    return float((tol.get("outputs") or {}).get(name, tol["min_snr_db"]))
+
+
 def judge_trace(rows: Sequence[dict], tol: dict) -> tuple[bool, list[str]]:
     """(pass, failures) of a teacher-forced comparison against :data:`TEACHER_TOLERANCES`: every output's
-    teacher-forced SNR must reach ``min_snr_db``."""
-    failures = [f"{r['output']}: teacher-forced SNR {r['snr_db']:.1f} dB (min {tol['min_snr_db']:g})"
-                for r in rows if not r["snr_db"] >= tol["min_snr_db"]]
+    teacher-forced SNR must reach its bound (:func:`output_bound`)."""
+    failures = [f"{r['output']}: teacher-forced SNR {r['snr_db']:.1f} dB (min {output_bound(tol, r['output']):g})"
+                for r in rows if not r["snr_db"] >= output_bound(tol, r["output"])]
     return not failures, failures
 
 

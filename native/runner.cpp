@@ -3,7 +3,7 @@
 //   pocketvqe-runner info     PROGRAM.pte                       the program's metadata, as JSON
 //   pocketvqe-runner enhance  PROGRAM.pte --mic M.wav [--far F.wav] [--enroll E.wav | --speaker S.npy]
 //                             --out Y.wav [--json LAT.json] [--threads N] [--warmup W] [--etdump D.etdp] [--pcm16]
-//   pocketvqe-runner verify   BUNDLE.bpte --rtol R --atol A[,A1,...] [--method M]  run the bundled cases; exit 1 on a mismatch
+//   pocketvqe-runner verify   BUNDLE.bpte --rtol R --atol A[,..] [--min-snr-db S[,..]] [--method M]  run the bundled cases; exit 1 on a mismatch
 //   pocketvqe-runner job      JOB_DIR [--out OUT]               the test harness's job folder (device_tests)
 //
 // enhance streams the WAV through the program hop by hop, as an app would (pocketvqe/stream.h), and
@@ -57,7 +57,7 @@ const char* kUsage =
     "usage: pocketvqe-runner info PROGRAM.pte\n"
     "       pocketvqe-runner enhance PROGRAM.pte --mic M.wav [--far F.wav] [--enroll E.wav | --speaker S.npy]\n"
     "                        --out Y.wav [--json LAT.json] [--threads N] [--warmup W] [--etdump D.etdp] [--pcm16] [--channel K]\n"
-    "       pocketvqe-runner verify BUNDLE.bpte --rtol R --atol A[,A1,...] [--method NAME]  (one atol, or one per output)\n"
+    "       pocketvqe-runner verify BUNDLE.bpte --rtol R --atol A[,A1,...] [--min-snr-db S[,S1,...]] [--method NAME]\n"
     "       pocketvqe-runner job JOB_DIR [--out OUT_DIR]\n";
 
 // argv after the subcommand: one positional, then --flag value pairs (or --switch).
@@ -277,8 +277,29 @@ int cmd_enhance(const Args& a) {
   return 0;
 }
 
+// "A" or "A0,A1,...": numbers >= ``lowest`` (a bad item is a usage error naming the flag).
+std::vector<double> number_list(const std::string& text, const std::string& flag, double lowest) {
+  std::vector<double> out;
+  for (size_t at = 0; at <= text.size();) {
+    size_t comma = std::min(text.find(',', at), text.size());
+    std::string item = text.substr(at, comma - at);
+    char* end = nullptr;
+    double v = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end || !(v >= lowest)) throw Usage(flag + " " + text + ": give a number, or a comma list of them");
+    out.push_back(v);
+    at = comma + 1;
+  }
+  return out;
+}
+
+std::string list_json(const std::vector<double>& v) {
+  std::string s;
+  for (double x : v) s += std::string(s.empty() ? "" : ", ") + num(x);
+  return v.size() == 1 ? s : "[" + s + "]";
+}
+
 int cmd_verify(const Args& a) {
-  a.only({"--rtol", "--atol", "--threads", "--method"});
+  a.only({"--rtol", "--atol", "--min-snr-db", "--threads", "--method"});
   set_threads(a.number("--threads", 1));
   auto b = pocketvqe::read_bundle(a.positional);
   if (a.has("--method")) {             // one method's cases (each method has its own tolerances)
@@ -290,27 +311,29 @@ int cmd_verify(const Args& a) {
   }
   pocketvqe::Stream s(a.positional, b.bytes.data() + b.program_at, b.program_len);
   // Tolerances: the manifest's per-method bundle tolerances (export writes them; pocketvqe passes them).
-  // --atol A (every output) or A0,A1,... (one per output, in the method's output order).
+  // --atol A (every output) or A0,A1,... (one per output, in the method's output order); the same for
+  // --min-snr-db (each output's SNR over the method's cases; optional, -inf when not given).
   const double rtol = a.real("--rtol", -1);
-  std::vector<double> atol;
-  if (a.has("--atol")) {
-    std::string text = a.get("--atol");
-    for (size_t at = 0; at <= text.size();) {
-      size_t comma = std::min(text.find(',', at), text.size());
-      std::string item = text.substr(at, comma - at);
-      char* end = nullptr;
-      double v = std::strtod(item.c_str(), &end);
-      if (item.empty() || *end || !(v >= 0)) throw Usage("--atol " + text + ": give a number >= 0, or a comma list of them");
-      atol.push_back(v);
-      at = comma + 1;
-    }
-  }
+  std::vector<double> atol = a.has("--atol") ? number_list(a.get("--atol"), "--atol", 0) : std::vector<double>{};
+  std::vector<double> min_snr = a.has("--min-snr-db") ? number_list(a.get("--min-snr-db"), "--min-snr-db", -INFINITY)
+                                                      : std::vector<double>{-INFINITY};
   if (rtol < 0 || atol.empty()) throw Usage("verify needs --rtol and --atol (the manifest's bundle tolerances of this program)");
-  auto results = pocketvqe::verify_bundle(s, b, rtol, atol);
-  std::string atol_json;
-  for (double v : atol) atol_json += std::string(atol_json.empty() ? "" : ", ") + num(v);
-  atol_json = atol.size() == 1 ? atol_json : "[" + atol_json + "]";
-  bool ok = !results.empty();
+  std::vector<pocketvqe::OutputSnr> snr;
+  auto results = pocketvqe::verify_bundle(s, b, rtol, atol, &snr);
+  bool snr_ok = true;
+  std::string snr_json;
+  for (size_t i = 0; i < snr.size(); ++i) {
+    size_t k = snr[i].output;
+    if (min_snr.size() != 1 && min_snr.size() <= k)
+      throw Usage("--min-snr-db has " + std::to_string(min_snr.size()) + " values but " + snr[i].method + " has more outputs");
+    const double bound = min_snr.size() == 1 ? min_snr[0] : min_snr[k];
+    const bool ok_k = snr[i].snr_db() >= bound;
+    snr_ok = snr_ok && ok_k;
+    snr_json += std::string(snr_json.empty() ? "" : ", ") + "{\"method\": " + quote(snr[i].method) + ", \"output\": " +
+                std::to_string(k) + ", \"snr_db\": " + num(snr[i].snr_db()) + ", \"pass\": " + (ok_k ? "true" : "false") + "}";
+  }
+  std::string atol_json = list_json(atol), snr_bound_json = list_json(min_snr);
+  bool ok = !results.empty() && snr_ok;
   std::string cases;
   for (auto& r : results) {
     ok = ok && r.pass;
@@ -318,10 +341,12 @@ int cmd_verify(const Args& a) {
              std::to_string(r.index) + ", \"max_abs_err\": " + num(r.max_abs_err) + ", \"worst_output\": " +
              std::to_string(r.worst_output) + ", \"pass\": " + (r.pass ? "true" : "false") + "}";
   }
-  std::printf("{\"bundle\": %s, %s, \"rtol\": %s, \"atol\": %s, \"pass\": %s, \"cases\": [%s]}\n", quote(a.positional).c_str(),
-              meta_json(s.meta()).c_str(), num(rtol).c_str(), atol_json.c_str(), ok ? "true" : "false", cases.c_str());
+  std::printf("{\"bundle\": %s, %s, \"rtol\": %s, \"atol\": %s, \"min_snr_db\": %s, \"pass\": %s, \"cases\": [%s], "
+              "\"outputs\": [%s]}\n", quote(a.positional).c_str(), meta_json(s.meta()).c_str(), num(rtol).c_str(),
+              atol_json.c_str(), snr_bound_json.c_str(), ok ? "true" : "false", cases.c_str(), snr_json.c_str());
   if (results.empty()) std::fprintf(stderr, "pocketvqe-runner: error: %s holds no test cases\n", a.positional.c_str());
-  else if (!ok) std::fprintf(stderr, "pocketvqe-runner: error: bundled self-check FAILED (outside rtol=%g, atol=%s)\n", rtol, atol_json.c_str());
+  else if (!ok) std::fprintf(stderr, "pocketvqe-runner: error: bundled self-check FAILED (outside rtol=%g, atol=%s, min SNR %s dB)\n", rtol,
+                    atol_json.c_str(), snr_bound_json.c_str());
   return ok ? 0 : 1;
 }
 

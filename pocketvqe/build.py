@@ -146,15 +146,17 @@ def _notes(progs: dict[str, Packaged], rows: list[dict], trained: bool, int8_fro
 
 def _arm_bundle_checks(progs: dict[str, Packaged], runner: Path) -> dict:
     """Each program's bundled self-check (.bpte) re-run by the aarch64 runner under qemu, each method at
-    its bundle tolerances: {precision: {pass, methods: {method: {cases, rtol, atol, max_abs_err, pass}}}}."""
+    its bundle tolerances: {precision: {pass, methods: {method: {cases, rtol, atol, min_snr_db,
+    snr_db_per_output, max_abs_err, pass}}}}."""
     arm = NativeRunner(runner)
     out = {}
     for precision, done in progs.items():
         bpte = done.pte.with_suffix(".bpte")
         methods = {}
-        for method, (rtol, atol) in bundle_tolerances(done.program, bpte.read_bytes()).items():
-            rep = arm.verify(bpte, rtol, atol, method=method)
-            methods[method] = {"cases": len(rep["cases"]), "rtol": rtol, "atol": atol, "pass": rep["pass"],
+        for method, (rtol, atol, min_snr) in bundle_tolerances(done.program, bpte.read_bytes()).items():
+            rep = arm.verify(bpte, rtol, atol, min_snr, method=method)
+            methods[method] = {"cases": len(rep["cases"]), "rtol": rtol, "atol": atol, "min_snr_db": min_snr,
+                               "pass": rep["pass"], "snr_db_per_output": [o["snr_db"] for o in rep["outputs"]],
                                "max_abs_err": max((c["max_abs_err"] for c in rep["cases"]), default=None)}
         out[precision] = {"pass": all(m["pass"] for m in methods.values()), "methods": methods}
     return out

@@ -43,8 +43,9 @@ def load_model(path: str | os.PathLike):
 
 
 def enhance_arrays(model, mic: np.ndarray, sr: int, far: np.ndarray | None = None, far_sr: int | None = None,
-                   enroll: np.ndarray | None = None, enroll_sr: int | None = None) -> np.ndarray:
-    """Enhance ``mic`` (any rate) with ``model``; returns audio at ``sr``, same length, aligned."""
+                   enroll: np.ndarray | None = None, enroll_sr: int | None = None, progress=None) -> np.ndarray:
+    """Enhance ``mic`` (any rate) with ``model``; returns audio at ``sr``, same length, aligned.
+    ``progress(hops)`` is called as the model streams (every model type streams: memory stays flat)."""
     cfg = model.cfg
     mic = check_signal(mic, "mic signal")
     if far is not None and not cfg.has_far:
@@ -71,6 +72,6 @@ def enhance_arrays(model, mic: np.ndarray, sr: int, far: np.ndarray | None = Non
             raise PocketVQEError(f"enrollment audio is too short ({len(e) / rate:.2f} s): give at least 0.1 s, "
                                  "ideally 5-10 s of the target speaker")
         speaker = model.enroll(e)
-    y = model.enhance(x, f, speaker)
+    y = model.enhance(x, f, speaker) if progress is None else model.enhance(x, f, speaker, progress=progress)
     y = resample(np.asarray(y, np.float32), rate, sr)[:len(mic)]
     return np.pad(y, (0, len(mic) - len(y)))          # resampling round-trips may lose a sample

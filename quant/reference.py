@@ -57,8 +57,9 @@ class QuantizedModel:
         return self.float_enhancer.enroll(enroll_pcm)
 
     @torch.no_grad()
-    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker=None) -> np.ndarray:
-        """Stream the int8 step over ``mic`` (model rate), state threaded; output aligned, same length."""
+    def enhance(self, mic: np.ndarray, far: np.ndarray | None = None, speaker=None, progress=None) -> np.ndarray:
+        """Stream the int8 step over ``mic`` (model rate), state threaded; output aligned, same length;
+        ``progress(hops)`` after each hop."""
         cfg, hop = self.cfg, self.cfg.hop
         delay, n = cfg.algorithmic_latency_samples, len(mic)
         x, f = pad_for_stream(cfg, mic, far)
@@ -67,5 +68,6 @@ class QuantizedModel:
             if speaker is None:
                 raise PocketVQEError(f"model {cfg.name} is personalized: enroll the target speaker first")
             spk = np.asarray(speaker, np.float32).reshape(-1)
-        y, _ = run_step(self.step, frames_of(x, f, hop, spk, tensors=True), self.init_state())
+        y, _ = run_step(self.step, frames_of(x, f, hop, spk, tensors=True), self.init_state(),
+                        on_frame=None if progress is None else (lambda i: progress(1)))
         return y[delay:delay + n]

@@ -228,19 +228,43 @@ def test_bundles_verify_and_catch_a_wrong_program(ns, pvqe, clip):
     report = verify_bundle((ns["fp32"].with_suffix(".bpte")).read_bytes(), {"forward": (1e-3, 1e-4)})
     assert report["forward"]["cases"] == 4
     int8 = ns["int8"]
-    rep8 = verify_bundle(make_bundle(int8, ns["frames"], k=4), bundle_tolerances(int8))
+    bpte8 = make_bundle(int8, ns["frames"], k=4)
+    rep8 = verify_bundle(bpte8, bundle_tolerances(int8, bpte8))
     print("int8 bundle", rep8)
     frames = _clip_frames(pvqe["enh"], clip["mic"][:3200], None, clip["enroll"][:3200])
     rep_p = verify_bundle(make_bundle(pvqe["prog"], frames, k=3, warmup=10), bundle_tolerances(pvqe["prog"]))
     assert set(rep_p) == {"forward", "enroll_step", "enroll_finish"}
 
+    assert rep8["forward"]["rtol"] == 0.0 and len(rep8["forward"]["atol"]) == len(rep8["forward"]["snr_db_per_output"])
+    assert rep8["forward"]["min_snr_db"][0] == 25.0 and set(rep8["forward"]["min_snr_db"][1:]) == {20.0}
+
     class Off(torch.nn.Module):                               # a reference the program does not match
+        def __init__(self, shift=0.0, gain=1.0, swap=None):
+            super().__init__()
+            self.shift, self.gain, self.swap = shift, gain, swap
+
         def forward(self, *a):
             y, *s = int8.reference(*a)
-            return (y + 0.5, *s)
-    bad = type(int8)(**{**int8.__dict__, "reference": Off()})
+            if self.swap:
+                i, j = self.swap
+                s[i], s[j] = s[j], s[i]
+            return (y / self.gain + self.shift, *s)
+    bad = type(int8)(**{**int8.__dict__, "reference": Off(shift=0.5)})
     with pytest.raises(PocketVQEError, match="self-check failed: forward case 0"):
         verify_bundle(make_bundle(bad, ns["frames"], k=2), bundle_tolerances(int8))
+    # the program's PCM at 0.9 of what its reference bundled: within every element bound, caught by the
+    # enhanced output's SNR over the cases (20 dB < 25)
+    gained = type(int8)(**{**int8.__dict__, "reference": Off(gain=0.9)})
+    bpte = make_bundle(gained, ns["frames"], k=4)
+    with pytest.raises(PocketVQEError, match=r"forward output 0 is (19|20)\.\d dB .* \(min 25 dB\)"):
+        verify_bundle(bpte, bundle_tolerances(int8, bpte))
+    names = int8.step.state_names                             # two state tensors of one shape, swapped
+    i, j = next((a, b) for a in range(len(names)) for b in range(a + 1, len(names))
+                if int8.step.state_shapes[a] == int8.step.state_shapes[b])
+    swapped = type(int8)(**{**int8.__dict__, "reference": Off(swap=(i, j))})
+    bpte = make_bundle(swapped, ns["frames"], k=4)
+    with pytest.raises(PocketVQEError, match="self-check failed: forward"):
+        verify_bundle(bpte, bundle_tolerances(int8, bpte))
 
 
 # ---------------------------------------------------------------------------------------------- bad input

@@ -166,3 +166,41 @@ def test_separate_speaker_model_variant(make_enhancer, speech_like):
     mic = speech_like(0.5, seed=3)
     y1, y0 = enh.enhance(mic, mic, a), enh.enhance(mic, mic, torch.zeros_like(a))
     assert np.abs(y1 - y0).max() > 1e-4
+
+
+def test_enhance_in_chunks_equals_one_pass(make_enhancer, speech_like):
+    """`enhance` runs long files in chunks with the state carried over (flat memory): any chunk length
+    gives the one-pass output. The mutation: restarting the state at each chunk is caught."""
+    enh = make_enhancer("dvqe-s16")
+    mic, far = speech_like(1.3), speech_like(1.3, seed=2)
+    one = enh.enhance(mic, far, chunk_frames=10 ** 6)
+    hops = []
+    for chunk in (1, 7, 50):
+        got = enh.enhance(mic, far, chunk_frames=chunk, progress=hops.append)
+        assert got.shape == one.shape and np.abs(got - one).max() < 1e-5, chunk
+    assert sum(hops[-3:]) > 0 and all(h <= 50 for h in hops)
+    y = []                                          # the mutation: each chunk from a fresh state
+    for at in range(0, len(mic) - 160 * 7 + 1, 160 * 7):
+        y.append(enh.enhance(mic[at:at + 160 * 7], far[at:at + 160 * 7], chunk_frames=7))
+    assert np.abs(np.concatenate(y) - one[:len(np.concatenate(y))]).max() > 1e-3
+
+
+def test_a_clipping_burst_does_not_stay_in_the_state():
+    """0.5 s of full-scale clipping before speech: the trained model's output on the speech that follows
+    is within 1 dB of its output on the same clip without the burst (the state recovers)."""
+    from pathlib import Path
+
+    import soundfile as sf
+    ckpt = Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "dvqe-s16.pt"
+    enh, _ = load_checkpoint(ckpt)
+    speech = sf.read("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
+                     dtype="float32")[0][:4 * 16000]
+    lead = np.zeros(16000, np.float32)
+    burst = lead.copy()
+    burst[:8000] = np.sign(np.random.default_rng(0).standard_normal(8000)).astype(np.float32)   # 0.5 s at 0 dBFS
+    quiet = np.zeros(2 * 16000, np.float32)
+    clean = enh.enhance(np.concatenate([lead, quiet, speech]), None if not enh.cfg.has_far else np.zeros(7 * 16000, np.float32))
+    hit = enh.enhance(np.concatenate([burst, quiet, speech]), None if not enh.cfg.has_far else np.zeros(7 * 16000, np.float32))
+    tail = slice(3 * 16000, None)                                       # the speech after the burst
+    level = lambda y: 10 * np.log10(np.mean(y[tail].astype(np.float64) ** 2))   # noqa: E731
+    assert abs(level(hit) - level(clean)) < 1.0, (level(hit), level(clean))

@@ -108,7 +108,7 @@ def test_arm_runner_under_qemu_stays_close_to_the_host(host, arm, program, clip,
 def _bundle_tolerances(pte: Path) -> dict:
     manifest = json.loads((pte.parent / "manifest.json").read_text())
     checks = manifest["programs"][pte.stem]["checks"]["bundle"]
-    return {m: (c["rtol"], c["atol"]) for m, c in checks.items()}
+    return {m: (c["rtol"], c["atol"], c["min_snr_db"]) for m, c in checks.items()}
 
 
 @pytest.mark.slow
@@ -116,8 +116,8 @@ def test_arm_runner_verifies_the_bundle_and_fails_on_a_corrupted_one(arm, progra
     bpte = program.with_suffix(".bpte")
     tolerances = _bundle_tolerances(program)
     assert set(tolerances) == {"forward", "enroll_step", "enroll_finish"}
-    for method, (rtol, atol) in tolerances.items():
-        rep = arm.verify(bpte, rtol, atol, method=method)
+    for method, (rtol, atol, min_snr) in tolerances.items():
+        rep = arm.verify(bpte, rtol, atol, min_snr, method=method)
         assert rep["pass"] is True and rep["exit_code"] == 0 and rep["cases"], (method, rep)
     # the mutation: one expected value of forward's first case (the enhanced hop) moved by 1.0, far
     # beyond atol + rtol * |expected|; the runner must say FAIL and exit 1
@@ -133,8 +133,8 @@ def test_arm_runner_verifies_the_bundle_and_fails_on_a_corrupted_one(arm, progra
     data[at:at + len(expected)] = value.tobytes()
     bad = tmp_path / "corrupt.bpte"
     bad.write_bytes(bytes(data))
-    rtol, atol = tolerances["forward"]
-    rep = arm.verify(bad, rtol, atol, method="forward")
+    rtol, atol, min_snr = tolerances["forward"]
+    rep = arm.verify(bad, rtol, atol, min_snr, method="forward")
     assert rep["pass"] is False and rep["exit_code"] == 1
     assert [c["pass"] for c in rep["cases"]][0] is False and all(c["pass"] for c in rep["cases"][1:])
 

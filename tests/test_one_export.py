@@ -52,3 +52,31 @@ def test_export_and_build_write_the_same_int8_program(ckpt, tmp_path):
     main(["export", "--ckpt", str(ckpt), "--precision", "int8", *CALIB, "--seed", "5", "--bundle-frames", "2",
           "--no-etrecord", "--out", str(other)])
     assert sha(other / "ns-s16-int8.pte") != sha(exported / "ns-s16-int8.pte")
+
+
+@pytest.mark.slow
+def test_build_exits_1_when_its_program_does_not_match_its_reference(ckpt, tmp_path, monkeypatch, capsys):
+    """The main job on a mutated program: the fp32 program is exported from the model with one GRU gate's
+    weights x1.1 but checked against the correct model's reference (what a wrong kernel looks like to the
+    checks). `pocketvqe build` must fail its self-check, exit 1 and name the check."""
+    import sys
+    pkg = sys.modules["pocketvqe.export.package"]          # the module (the package exports its function)
+    real = pkg.P.export_program
+
+    def mutated(enhancer, int8=None, **kw):
+        prog = real(enhancer, int8, **kw)
+        if int8 is not None:
+            return prog
+        bad = load_checkpoint(ckpt)[0]
+        with torch.no_grad():
+            bad.net.bottleneck.gru.iz.weight.mul_(1.1)
+        wrong = real(bad, None, **kw)
+        wrong.reference, wrong.step = prog.reference, prog.step       # the correct model's reference
+        return wrong
+
+    monkeypatch.setattr(pkg.P, "export_program", mutated)
+    rc = main(["build", "--config", "ns-s16", "--ckpt", str(ckpt), "--no-qemu", "--bench-frames", "100",
+               "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "ns-s16-fp32" in err and "bundled self-check failed" in err and "Traceback" not in err

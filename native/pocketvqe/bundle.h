@@ -156,6 +156,18 @@ inline Bundle read_bundle(const std::string& path) {
   return b;
 }
 
+// Per method and output, over all of the method's cases: expected energy and error energy, in dB.
+struct OutputSnr {
+  std::string method;
+  size_t output = 0;
+  double energy = 0, noise = 0;
+  double snr_db() const {
+    if (std::isnan(noise)) return -INFINITY;
+    if (noise == 0) return INFINITY;
+    return energy > 0 ? 10.0 * std::log10(energy / noise) : -INFINITY;
+  }
+};
+
 struct CaseResult {
   std::string method;
   size_t index = 0;
@@ -167,9 +179,11 @@ struct CaseResult {
 // Runs every bundled case through the loaded program and compares every output k within
 // atol[k] + rtol * |expected| (one atol for all outputs when ``atol`` holds one value): int8 programs
 // check each output in its own units (the enhanced PCM tightly, a wide state in its own steps).
-inline std::vector<CaseResult> verify_bundle(Stream& s, const Bundle& b, double rtol, const std::vector<double>& atol) {
+inline std::vector<CaseResult> verify_bundle(Stream& s, const Bundle& b, double rtol, const std::vector<double>& atol,
+                                             std::vector<OutputSnr>* snr = nullptr) {
   std::vector<CaseResult> results;
   for (const auto& suite : b.suites) {
+    const size_t first_snr = snr ? snr->size() : 0;
     for (size_t i = 0; i < suite.cases.size(); ++i) {
       const auto& c = suite.cases[i];
       std::vector<executorch::extension::TensorPtr> keep;
@@ -189,12 +203,19 @@ inline std::vector<CaseResult> verify_bundle(Stream& s, const Bundle& b, double 
       for (size_t k = 0; k < out.size(); ++k) {
         const auto& exp = c.expected[k];
         const double tol = atol.size() == 1 ? atol[0] : atol[k];
+        if (snr && snr->size() < first_snr + out.size())
+          for (size_t j = snr->size() - first_snr; j < out.size(); ++j) snr->push_back({suite.method, j});
         std::vector<float> got(exp.data.size());
         Stream::copy_tensor(out[k], got.data(), got.size(), "bundled");
         for (size_t e = 0; e < got.size(); ++e) {
           const double err = std::fabs(double(got[e]) - exp.data[e]);
           const double excess = err - (tol + rtol * std::fabs(double(exp.data[e])));
           if (!(err <= r.max_abs_err)) r.max_abs_err = err;   // NaN counts as the worst
+          if (snr) {
+            auto& o = (*snr)[first_snr + k];
+            o.energy += double(exp.data[e]) * exp.data[e];
+            o.noise += err * err;                              // NaN stays NaN: -inf dB
+          }
           if (!(excess <= r.worst_excess)) r.worst_excess = excess, r.worst_output = k;
         }
       }

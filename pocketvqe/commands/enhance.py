@@ -1,12 +1,18 @@
 """`pocketvqe enhance`: run a model file (checkpoint, .pt2 or .pte) on a wav file."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
 
 from pocketvqe.audio import read_audio, write_audio
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.inference import enhance_arrays, load_model
 
+PROGRESS_SECONDS = 5.0          # a progress bar on files longer than this
 HELP = "enhance a recording with a checkpoint (.pt), quantized model (.pt2) or program (.pte)"
 
 
@@ -17,11 +23,12 @@ def add_arguments(p):
     p.add_argument("--enroll", help="enrollment recording of the target speaker (personalized models)")
     p.add_argument("--channel", type=int, help="channel to use from a multi-channel mic file (0-based)")
     p.add_argument("--out", required=True, help="output wav, written at the mic's sample rate")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads (default 1: a 10 ms step is many tiny ops, more threads only wait)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
-
-
     if Path(args.out).resolve() in {Path(p).resolve() for p in (args.mic, args.far, args.enroll) if p}:
         raise PocketVQEError(f"--out {args.out} is one of the inputs: inputs are never overwritten, pick another path")
     mic, sr = read_audio(args.mic, channel=args.channel, what="mic")
@@ -30,8 +37,16 @@ def run(args) -> int:
         far, far_sr = read_audio(args.far, channel=args.channel, what="far-end")
     if args.enroll:
         enroll, enroll_sr = read_audio(args.enroll, channel=args.channel, what="enrollment")
+    if args.threads < 1:
+        raise PocketVQEError(f"--threads {args.threads}: give 1 or more")
+    torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    y = enhance_arrays(model, mic, sr, far=far, far_sr=far_sr, enroll=enroll, enroll_sr=enroll_sr)
+    seconds = len(mic) / sr
+    hops = int(np.ceil((seconds * model.cfg.sample_rate + model.cfg.algorithmic_latency_samples) / model.cfg.hop))
+    with tqdm(total=hops, unit="hop", desc=f"enhance {Path(args.mic).name}", file=sys.stderr,
+              disable=args.no_progress or seconds < PROGRESS_SECONDS, leave=False) as bar:
+        y = enhance_arrays(model, mic, sr, far=far, far_sr=far_sr, enroll=enroll, enroll_sr=enroll_sr,
+                           progress=bar.update)
     write_audio(args.out, y, sr)
     print(f"wrote {args.out} ({len(y) / sr:.2f} s at {sr} Hz, model {model.cfg.name})")
     return 0
