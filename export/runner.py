@@ -27,6 +27,7 @@ from pocketvqe.errors import PocketVQEError
 from pocketvqe.models import ModelConfig
 from pocketvqe.models.dvector import dvector
 from pocketvqe.models.step import enroll_pcm
+from pocketvqe.quiet import runtime_log
 from pocketvqe.signals import frames_of, pad_for_stream, run_step
 
 from .program import FORMAT
@@ -148,7 +149,10 @@ class ProgramModel:
             if name not in self._program.method_names:
                 raise PocketVQEError(f"{self.path.name} has no method {name!r} (it has "
                                      f"{', '.join(sorted(self._program.method_names))})")
-            self._methods[name] = self._program.load_method(name)
+            # the runtime's cpuinfo/threadpool lines at load say nothing about the user's run:
+            # hidden unless POCKETVQE_RUNTIME_LOG=1 (as the native runner does)
+            with runtime_log(None if os.environ.get("POCKETVQE_RUNTIME_LOG") == "1" else os.devnull):
+                self._methods[name] = self._program.load_method(name)
         return self._methods[name]
 
     # ---- one hop ----

@@ -75,6 +75,8 @@ def test_build_exits_1_when_its_program_does_not_match_its_reference(ckpt, tmp_p
         return wrong
 
     monkeypatch.setattr(pkg.P, "export_program", mutated)
+    small = lambda self: recommended_ptq(self.config, seed=self.seed, calib_clips=1, calib_seconds=1.0)  # noqa: E731
+    monkeypatch.setattr(BuildConfig, "ptq", small)                # a small calibration keeps it short
     rc = main(["build", "--config", "ns-s16", "--ckpt", str(ckpt), "--no-qemu", "--bench-frames", "100",
                "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err

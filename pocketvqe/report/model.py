@@ -188,9 +188,12 @@ def hop_us(data: ReportData) -> float | None:
     return None
 
 
+MISS_SHARE = 0.01          # int8 steps over the hop that fail the verdict: p99 must fit in it
+
+
 def verdict(data: ReportData, rows: list[dict]) -> tuple[str, list[str]]:
     """('pass' | 'fail' | 'none', reasons): parity rows with a ``pass``, the other ``checks`` and the
-    int8 deadline misses."""
+    int8 deadline misses (more than :data:`MISS_SHARE` of the timed steps)."""
     reasons, judged = [], False
     for r in data.parity:
         if r.get("pass") is None:
@@ -203,15 +206,14 @@ def verdict(data: ReportData, rows: list[dict]) -> tuple[str, list[str]]:
         if not c.get("pass"):
             reasons.append(f"{c.get('check', 'check')} failed" + (f" ({c['why']})" if c.get("why") else ""))
     ref = int8_row(rows) if rows else None
-    misses = None
-    if ref is not None and ref.get("deadline_misses") is not None:
-        misses = int(ref["deadline_misses"])
-    elif data.bench and data.bench.get("deadline_misses") is not None:
-        misses = int(data.bench["deadline_misses"])
-    if misses is not None:
+    src = ref if ref is not None and ref.get("deadline_misses") is not None else (data.bench or {})
+    if src.get("deadline_misses") is not None:
         judged = True
-        if misses:
-            reasons.append(f"{misses} deadline misses")
+        misses, frames = int(src["deadline_misses"]), src.get("frames") or (data.bench or {}).get("frames")
+        # real time means p99 within the hop: more than 1 % of the int8 steps late fails; a rare miss
+        # on a shared host (the OS scheduling something else for 20 ms) is reported, not judged
+        if misses and (not frames or misses > MISS_SHARE * int(frames)):
+            reasons.append(f"{misses} deadline misses" + (f" of {int(frames)} steps (over 1 %)" if frames else ""))
     if not judged:
         return "none", []
     return ("fail" if reasons else "pass"), reasons
