@@ -14,11 +14,10 @@ from .errors import PocketVQEError
 from .fileio import atomic_path
 
 
-def read_audio(path: str | os.PathLike, *, channel: int | None = None, what: str = "audio") -> tuple[np.ndarray, int]:
-    """Read a mono float32 signal in [-1, 1] and its sample rate.
-
-    Multi-channel files need ``channel`` (0-based); NaN/Inf, empty and unreadable files are refused.
-    """
+def audio_info(path: str | os.PathLike, *, channel: int | None = None, what: str = "audio"):
+    """Check an audio file without reading its samples -> (soundfile info, the channel to use). Missing,
+    empty, truncated and unreadable files, a 0 Hz header and multi-channel files without ``channel``
+    are refused with the fix."""
     path = Path(path)
     if not path.exists():
         raise PocketVQEError(f"{what} file {path} does not exist: check the path")
@@ -29,29 +28,50 @@ def read_audio(path: str | os.PathLike, *, channel: int | None = None, what: str
         raise PocketVQEError(f"{what} file {path} is truncated: its WAV header promises {short[0]:,} bytes of audio, "
                              f"the file holds {short[1]:,}; copy or export it again")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
         raise PocketVQEError(
             f"{what} file {path} is not readable audio ({exc}): give a WAV/FLAC/OGG file, "
             "or convert it with `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`") from None
-    if data.shape[0] == 0:
+    if info.samplerate <= 0:
+        raise PocketVQEError(f"{what} file {path} says its sample rate is {info.samplerate} Hz (a broken header): "
+                             "re-export it, or rewrite the header with `sox IN -r 16000 OUT.wav` if you know the real rate")
+    if info.frames == 0:
         raise PocketVQEError(f"{what} file {path} holds no samples (empty or truncated): re-export it")
-    if sr <= 0:
-        raise PocketVQEError(f"{what} file {path} says its sample rate is {sr} Hz (a broken header): re-export it, "
-                             "or rewrite the header with `sox IN -r 16000 OUT.wav` if you know the real rate")
-    if data.shape[1] > 1:
+    if info.channels > 1:
         if channel is None:
             raise PocketVQEError(
-                f"{what} file {path} has {data.shape[1]} channels: pick one with --channel N "
-                f"(0..{data.shape[1] - 1}) or downmix it to mono")
-        if not 0 <= channel < data.shape[1]:
-            raise PocketVQEError(f"--channel {channel} is out of range for {path} ({data.shape[1]} channels)")
-        data = data[:, channel:channel + 1]
-    x = np.ascontiguousarray(data[:, 0])
-    if not np.all(np.isfinite(x)):
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise PocketVQEError(f"{what} file {path} contains {bad} NaN/Inf samples: clean or re-export it")
-    return x, int(sr)
+                f"{what} file {path} has {info.channels} channels: pick one with --channel N "
+                f"(0..{info.channels - 1}) or downmix it to mono")
+        if not 0 <= channel < info.channels:
+            raise PocketVQEError(f"--channel {channel} is out of range for {path} ({info.channels} channels)")
+    return info, (channel or 0)
+
+
+def read_blocks(path: str | os.PathLike, block: int, *, channel: int | None = None, what: str = "audio"):
+    """The file's samples (one channel, float32 in [-1, 1]) in blocks of ``block`` (the last shorter):
+    memory flat in the file's length. NaN/Inf samples are refused as they come."""
+    _, ch = audio_info(path, channel=channel, what=what)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            for data in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                x = np.ascontiguousarray(data[:, ch])
+                if not np.all(np.isfinite(x)):
+                    bad = int(np.count_nonzero(~np.isfinite(x)))
+                    raise PocketVQEError(f"{what} file {path} contains {bad} NaN/Inf samples: clean or re-export it")
+                yield x
+    except sf.LibsndfileError as exc:
+        raise PocketVQEError(f"{what} file {path} is not readable audio ({exc}): re-export it") from None
+
+
+def read_audio(path: str | os.PathLike, *, channel: int | None = None, what: str = "audio") -> tuple[np.ndarray, int]:
+    """Read a mono float32 signal in [-1, 1] and its sample rate.
+
+    Multi-channel files need ``channel`` (0-based); NaN/Inf, empty and unreadable files are refused.
+    """
+    info, _ = audio_info(path, channel=channel, what=what)
+    x = np.concatenate(list(read_blocks(path, 1 << 20, channel=channel, what=what)))
+    return x, int(info.samplerate)
 
 
 def wav_shortfall(path: Path) -> tuple[int, int] | None:
@@ -111,9 +131,9 @@ def write_audio(path: str | os.PathLike, x: np.ndarray, sr: int) -> None:
     x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
     path = Path(path)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), x, sr, format=_format_for(path))
+        sf.write(str(tmp), x, sr, format=format_for(path))
 
 
-def _format_for(path: Path) -> str:
+def format_for(path: Path) -> str:
     ext = path.suffix.lower().lstrip(".")
     return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(ext, "WAV")

@@ -74,14 +74,18 @@ def run_step(step: Callable, frames: Sequence[Sequence], state: Sequence[torch.T
     """Thread ``state`` through a step callable ``step(*signals, *state) -> (enhanced, *state)`` (an
     eager StreamStep, an int8 GraphModule or a loaded program method) over ``frames`` -> (the enhanced
     hops concatenated, the final state). ``frames`` items may be numpy arrays or tensors."""
-    state, ys = list(state), []
+    state, out, n = list(state), None, 0
     for i, sig in enumerate(frames):
         res = step(*(_tensor(s) for s in sig), *state)
-        ys.append(np.asarray(res[0], np.float32).reshape(-1))
+        y = np.asarray(res[0], np.float32).reshape(-1)
+        if out is None:              # one array for the whole output, written in place: a hop's result
+            out = np.empty(len(frames) * len(y), np.float32)      # may share its buffer with the state
+        out[n:n + len(y)] = y
+        n += len(y)
         state = list(res[1:])
         if on_frame is not None:
             on_frame(i)
-    return (np.concatenate(ys) if ys else np.zeros(0, np.float32)), state
+    return (out[:n] if out is not None else np.zeros(0, np.float32)), state
 
 
 def dithered(frames, lsb: float = 1.0, seed: int = 0) -> list[list]:

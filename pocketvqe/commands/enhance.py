@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pocketvqe.audio import read_audio, write_audio
+from pocketvqe.audio import audio_info, read_audio, write_audio
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.inference import enhance_arrays, load_model
+from pocketvqe.inference import check_inputs, enhance_arrays, enhance_file, load_model, speaker_of
 
 PROGRESS_SECONDS = 5.0          # a progress bar on files longer than this
 HELP = "enhance a recording with a checkpoint (.pt), quantized model (.pt2) or program (.pte)"
@@ -31,22 +31,32 @@ def add_arguments(p):
 def run(args) -> int:
     if Path(args.out).resolve() in {Path(p).resolve() for p in (args.mic, args.far, args.enroll) if p}:
         raise PocketVQEError(f"--out {args.out} is one of the inputs: inputs are never overwritten, pick another path")
-    mic, sr = read_audio(args.mic, channel=args.channel, what="mic")
-    far = far_sr = enroll = enroll_sr = None
-    if args.far:
-        far, far_sr = read_audio(args.far, channel=args.channel, what="far-end")
-    if args.enroll:
-        enroll, enroll_sr = read_audio(args.enroll, channel=args.channel, what="enrollment")
     if args.threads < 1:
         raise PocketVQEError(f"--threads {args.threads}: give 1 or more")
+    mic_info, _ = audio_info(args.mic, channel=args.channel, what="mic")
+    far_info = audio_info(args.far, channel=args.channel, what="far-end")[0] if args.far else None
+    enroll = enroll_sr = None
+    if args.enroll:
+        enroll, enroll_sr = read_audio(args.enroll, channel=args.channel, what="enrollment")
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    seconds = len(mic) / sr
-    hops = int(np.ceil((seconds * model.cfg.sample_rate + model.cfg.algorithmic_latency_samples) / model.cfg.hop))
+    cfg, sr = model.cfg, int(mic_info.samplerate)
+    seconds = mic_info.frames / sr
+    hops = int(np.ceil((seconds * cfg.sample_rate + cfg.algorithmic_latency_samples) / cfg.hop))
     with tqdm(total=hops, unit="hop", desc=f"enhance {Path(args.mic).name}", file=sys.stderr,
               disable=args.no_progress or seconds < PROGRESS_SECONDS, leave=False) as bar:
-        y = enhance_arrays(model, mic, sr, far=far, far_sr=far_sr, enroll=enroll, enroll_sr=enroll_sr,
-                           progress=bar.update)
-    write_audio(args.out, y, sr)
-    print(f"wrote {args.out} ({len(y) / sr:.2f} s at {sr} Hz, model {model.cfg.name})")
+        if sr == cfg.sample_rate and (far_info is None or far_info.samplerate == sr):
+            # the model's rate: streamed block by block from the file to the output, memory flat in its length
+            check_inputs(cfg, args.far is not None, enroll is not None)
+            speaker = speaker_of(model, enroll, enroll_sr) if enroll is not None else None
+            n = enhance_file(model, args.mic, args.out, far_path=args.far, speaker=speaker, channel=args.channel,
+                             progress=bar.update)
+        else:                   # another rate: resampled whole, in memory
+            mic, _ = read_audio(args.mic, channel=args.channel, what="mic")
+            far, far_sr = read_audio(args.far, channel=args.channel, what="far-end") if args.far else (None, None)
+            y = enhance_arrays(model, mic, sr, far=far, far_sr=far_sr, enroll=enroll, enroll_sr=enroll_sr,
+                               progress=bar.update)
+            write_audio(args.out, y, sr)
+            n = len(y)
+    print(f"wrote {args.out} ({n / sr:.2f} s at {sr} Hz, model {cfg.name})")
     return 0
