@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,7 +51,6 @@ from .measure import max_abs_diff, pesq_vs, stacked_inputs
 from .targets import get_target
 
 METRIC_OF_VARIANT = {"fp32": "snr_db_vs_float", "int8": "snr_db_vs_int8_ref"}
-ARM_MACHINES = ("aarch64", "arm64", "armv8l", "armv7l")
 
 
 def variant_of(precision: str) -> str:
@@ -113,11 +111,6 @@ def manifest_fidelity(manifest: dict, pte_name: str) -> dict[str, float]:
     """The fidelity targets of one int8 program, from its manifest entry (empty when none)."""
     tol = (program_entry(manifest, pte_name) or {}).get("tolerances") or {}
     return dict(tol.get("fidelity") or {}) if isinstance(tol, dict) else {}
-
-
-def is_arm(target_name: str) -> bool:
-    """Whether a target runs ARM kernels (everything but an x86 host)."""
-    return target_name != "host" or platform.machine().lower() in ARM_MACHINES
 
 
 def fidelity(row: Mapping, targets: Mapping[str, float]) -> dict:

@@ -58,6 +58,13 @@ def check_inputs(cfg, far: bool, enroll: bool) -> None:
                              "pass --enroll ENROLL.wav (5-10 s of the speaker alone)")
 
 
+def _at_least_a_frame(cfg, n_model: int, n: int, sr: int) -> None:
+    """Refuse a mic signal of ``n`` samples at ``sr`` (``n_model`` at the model's rate) shorter than one hop."""
+    if n_model < cfg.hop:
+        raise PocketVQEError(f"the mic signal is {n} samples ({n / sr * 1000:.1f} ms), shorter than one "
+                             f"{cfg.hop / cfg.sample_rate * 1000:g} ms frame of {cfg.name}: give a longer recording")
+
+
 def speaker_of(model, enroll: np.ndarray, enroll_sr: int):
     """The model's speaker embedding of enrollment audio (any rate; at least 10 hops of it)."""
     cfg = model.cfg
@@ -98,9 +105,7 @@ def enhance_file(model, mic_path, out_path, *, far_path=None, speaker=None, chan
     rate, hop, delay = cfg.sample_rate, cfg.hop, cfg.algorithmic_latency_samples
     check_inputs(cfg, far_path is not None, speaker is not None)
     n = audio_info(mic_path, channel=channel, what="mic")[0].frames
-    if n < hop:
-        raise PocketVQEError(f"the mic signal is {n} samples ({n / rate * 1000:.1f} ms), shorter than one "
-                             f"{hop / rate * 1000:g} ms frame of {cfg.name}: give a longer recording")
+    _at_least_a_frame(cfg, n, n, rate)
     block = max(hop, int(block_seconds * rate) // hop * hop)
     fars = read_blocks(far_path, block, channel=channel, what="far-end") if far_path else None
     state, run = _stepper(model, speaker)
@@ -130,11 +135,12 @@ def enhance_file(model, mic_path, out_path, *, far_path=None, speaker=None, chan
 
             for x in read_blocks(mic_path, block, channel=channel, what="mic"):
                 f = None
-                if cfg.has_far:
+                if cfg.has_far:                  # no far file: silence; a shorter one: padded with zeros
                     f = next(fars, None) if fars is not None else None
-                    if f is None or len(f) < len(x):
-                        left["far_short"] = left["far_short"] or fars is not None
-                        f = np.pad(np.zeros(0, np.float32) if f is None else f, (0, len(x) - (0 if f is None else len(f))))
+                    f = np.zeros(0, np.float32) if f is None else f
+                    if len(f) < len(x):
+                        left["far_short"] |= fars is not None
+                        f = np.pad(f, (0, len(x) - len(f)))
                 feed(x, f)
             tail = delay + (-(len(carry) + delay)) % hop           # the delay's worth of zeros, to whole hops
             feed(np.zeros(tail, np.float32), np.zeros(tail, np.float32) if cfg.has_far else None)
@@ -152,9 +158,7 @@ def enhance_arrays(model, mic: np.ndarray, sr: int, far: np.ndarray | None = Non
     check_inputs(cfg, far is not None, enroll is not None)
     rate = cfg.sample_rate
     x = resample(mic, sr, rate)
-    if len(x) < cfg.hop:
-        raise PocketVQEError(f"the mic signal is {len(mic)} samples ({len(mic) / sr * 1000:.1f} ms), shorter than one "
-                             f"{cfg.hop / rate * 1000:g} ms frame of {cfg.name}: give a longer recording")
+    _at_least_a_frame(cfg, len(x), len(mic), sr)
     f = None
     if far is not None:
         far = check_signal(far, "far-end signal")
