@@ -9,7 +9,9 @@ import argparse
 import errno
 import importlib
 import importlib.util
+import os
 import sys
+import traceback
 
 from . import __version__
 from .errors import PocketVQEError
@@ -40,8 +42,10 @@ def _available() -> dict[str, str]:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocketvqe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pocketvqe {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print its traceback (or set POCKETVQE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    wanted = (argv or [None])[0]
+    wanted = next((a for a in argv or [] if a != "--debug"), None)
     for name, modname in _available().items():
         if wanted in (None, name) or wanted.startswith("-"):
             mod = importlib.import_module(modname)
@@ -70,17 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("POCKETVQE_DEBUG", "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
     except PocketVQEError as exc:
-        print(f"pocketvqe {args.command}: error: {exc}", file=sys.stderr)
-        return 1                  # 2 is argparse's: a usage error
+        return _fail(args.command, str(exc), debug)          # 2 is argparse's: a usage error
     except OSError as exc:        # the file system said no: name the path and what to do, not a traceback
-        print(f"pocketvqe {args.command}: error: {os_problem(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        return _fail(args.command, os_problem(exc), debug)
+    except KeyboardInterrupt:     # outputs are written atomically: an interrupted run leaves none behind
+        if debug:
+            traceback.print_exc()
+        print(f"pocketvqe {args.command}: interrupted: no partial file is left (outputs are written atomically)", file=sys.stderr)
         return 130
+
+
+def _fail(command: str, message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"pocketvqe {command}: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -157,6 +157,19 @@ def _random_pt2(d):
     return ["--model", str(d / "m.pt2")]
 
 
+def _random_checkpoint(d):
+    (d / "r.pt").write_bytes(os.urandom(4096))
+    return ["--model", str(d / "r.pt")]
+
+
+def _wav_as_checkpoint(d):
+    return ["--model", str(_wav(d / "m.pt", _speech()))]        # audio bytes under a checkpoint's name
+
+
+def _zero_threads(d):
+    return ["--threads", "0"]
+
+
 def _missing_enrollment(d):
     return ["--model", str(Path(CKPT).with_name("pvqe-s16.pt"))]
 
@@ -175,6 +188,9 @@ BAD_INPUTS = [
     ("unknown model type", _unknown_model, "don't know how to run m.onnx"),
     ("random-bytes .pte", _random_pte, "is not an ExecuTorch program"),
     ("random-bytes .pt2", _random_pt2, "m.pt2"),
+    ("random-bytes checkpoint", _random_checkpoint, "is corrupt or truncated"),
+    ("a WAV named .pt", _wav_as_checkpoint, "is corrupt or truncated"),
+    ("--threads 0", _zero_threads, "--threads 0: give 1 or more"),
     ("personalized model without enrollment", _missing_enrollment, "pass --enroll ENROLL.wav"),
 ]
 
@@ -211,3 +227,70 @@ def test_truncation_check_reads_only_the_header(tmp_path):
     (tmp_path / "b.wav").write_bytes(full.read_bytes()[:-10])
     assert wav_shortfall(tmp_path / "b.wav") == (2000, 1990)            # cut by 10 bytes: refused
     assert wav_shortfall(_wav(tmp_path / "c.flac", _speech(1000))) is None   # not a WAV: libsndfile decides
+
+
+# ------------------------------------------------------------------ export, parity and bench: the same contract
+# Each case: (id, command line after `pocketvqe`, with {d} the case's folder and {ckpt} the shipped checkpoint,
+# the message). They fail before any export or timing starts.
+COMMAND_CASES = [
+    ("export: audio as the checkpoint", "export --ckpt {d}/mic.wav --out {d}/out", "is corrupt or truncated"),
+    ("export: --out is a file", "export --ckpt {ckpt} --out {d}/afile", "a file is in the way"),
+    ("export: no bundled frames", "export --ckpt {ckpt} --bundle-frames 0 --out {d}/out", "--bundle-frames must be >= 1"),
+    ("parity: missing program", "parity --pte {d}/nope.pte --mic {d}/mic.wav", "nope.pte"),
+    ("parity: random-bytes program", "parity --pte {d}/r.pte --mic {d}/mic.wav", "is not an ExecuTorch program"),
+    ("parity: unknown target", "parity --pte {d}/r.pte --mic {d}/mic.wav --target bogus", "unknown target 'bogus'"),
+    ("bench: random-bytes program", "bench --pte {d}/r.pte", "is not an ExecuTorch program"),
+    ("bench: zero threads", "bench --pte {d}/r.pte --threads 0", "threads=0 must be an integer >= 1"),
+    ("bench: too few frames", "bench --pte {d}/r.pte --frames 10", "time at least 100 frames"),
+    ("bench: emulated target", "bench --pte {d}/r.pte --target qemu-arm64", "qemu-arm64 is emulated"),
+]
+
+
+@pytest.mark.parametrize("case, line, message", COMMAND_CASES, ids=[c[0] for c in COMMAND_CASES])
+def test_other_commands_give_one_error_line(case, line, message, tmp_path, capsys):
+    d = tmp_path
+    _wav(d / "mic.wav", _speech())
+    (d / "afile").write_text("a file, not a folder")
+    (d / "r.pte").write_bytes(os.urandom(4096))
+    argv = line.format(d=d, ckpt=CKPT).split()
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith(f"pocketvqe {argv[0]}: error:")]
+    assert rc == 1 and len(lines) == 1 and message in lines[0], (case, err)
+    assert "Traceback" not in err
+    assert not (d / "out").exists() or not any((d / "out").iterdir())
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+
+
+def test_debug_shows_the_traceback_as_well(tmp_path, capsys):
+    argv = ["enhance", "--model", str(tmp_path / "nope.pt"), "--mic", str(_wav(tmp_path / "mic.wav", _speech())),
+            "--out", str(tmp_path / "y.wav")]
+    assert main(argv) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--debug", *argv]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("pocketvqe enhance: error: model file")
+
+
+def test_an_interrupted_enhance_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the middle of a file: exit 130, one line, no output and no temporary file left."""
+    import pocketvqe.commands.enhance as enhance_cmd
+    from pocketvqe import inference
+
+    mic = _wav(tmp_path / "mic.wav", _speech(16000 * 12))            # two 10 s blocks
+    real, calls = inference.enhance_file, []
+
+    def progress_then_ctrl_c(*a, progress=None, **kw):
+        def tick(hops):
+            calls.append(hops)
+            raise KeyboardInterrupt                                  # after the first block was written
+        return real(*a, progress=tick, **kw)
+
+    monkeypatch.setattr(enhance_cmd, "enhance_file", progress_then_ctrl_c)
+    out = tmp_path / "out"
+    rc = main(["enhance", "--model", CKPT, "--mic", str(mic), "--out", str(out / "y.wav"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 130 and calls == [1000], (calls, err)               # interrupted after 10 s were enhanced
+    assert "pocketvqe enhance: interrupted" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []                                 # the temporary file was removed
