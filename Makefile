@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml constraints.txt
 build: setup
 	@$(BIN)/pocketvqe build
 
+# Two workers (CI's two cores; each test runs torch on one thread); a file's tests stay on one worker, so
+# its module fixtures (exported programs) are made once. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 	$(BIN)/python -m pytest -q device_tests/suite --target qemu-arm64 --benchmark-skip
 
 # The native runner for the host and aarch64: build/runner-host/, build/runner-aarch64/ (cached builds).

@@ -35,6 +35,7 @@ from typing import Any
 import executorch
 
 from pocketvqe.errors import PocketVQEError
+from pocketvqe.fileio import locked
 
 from .runner_io import RUNNER_OK_MARK, parse_ok_line, run_cmd
 
@@ -130,6 +131,13 @@ def build_runner(arch: str = "host", cache: str | os.PathLike | None = None, for
     out = runner_dir(arch, cache)
     if (out / BINARY).is_file() and not force:
         return out
+    with locked(cache):                     # one build at a time per cache (parallel test workers, two shells)
+        if (out / BINARY).is_file() and not force:
+            return out                      # another process built it while this one waited
+        return _build(arch, cache, out)
+
+
+def _build(arch: str, cache: Path, out: Path) -> Path:
     cross = arch == "aarch64" and host_arch() != "aarch64"
     for tool in ("cmake", CROSS_CXX if cross else "g++"):
         _need(tool)

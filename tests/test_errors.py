@@ -163,7 +163,8 @@ def _random_checkpoint(d):
 
 
 def _wav_as_checkpoint(d):
-    return ["--model", str(_wav(d / "m.pt", _speech()))]        # audio bytes under a checkpoint's name
+    (d / "m.pt").write_bytes(_wav(d / "m.wav", _speech()).read_bytes())     # audio bytes under a checkpoint's name
+    return ["--model", str(d / "m.pt")]
 
 
 def _zero_threads(d):

@@ -12,8 +12,6 @@ so running prepare again is a no-op. ``manifest.json`` lists the sources asked f
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -27,7 +25,7 @@ from typing import Callable, Iterable
 from tqdm.auto import tqdm
 
 from ..errors import PocketVQEError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, locked
 from .build import MININTERVAL, BuildContext, CorpusSizes
 from .manifest import CorpusEntry, Manifest, check_disjoint
 from .rooms import build_rooms
@@ -120,17 +118,6 @@ def preflight(names: list[str]) -> None:
                              + "\nInstall them, or leave those sources out with --sources")
 
 
-@contextlib.contextmanager
-def _locked(root: Path):
-    """One prepare at a time per corpus (e.g. every rank of a torchrun job calling prepare_corpus)."""
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _stamp_ok(final: Path, params: dict) -> list[CorpusEntry] | None:
     stamp = final / "source.json"
     if not stamp.exists():
@@ -199,7 +186,7 @@ def prepare_corpus(root: str | os.PathLike | None = None, sources: str | Iterabl
         for d in ds:
             if not Path(d).expanduser().is_dir():
                 raise PocketVQEError(f"--{kind} {d}: not a folder: give a folder of audio files (wav/flac/ogg/mp3)")
-    with _locked(root):
+    with locked(root):          # one prepare at a time per corpus (every rank of a torchrun job calls it)
         return _prepare(root, names, user, sizes, progress)
 
 
