@@ -78,21 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except PocketVQEError as exc:
-        return _fail(args.command, str(exc), debug)          # 2 is argparse's: a usage error
+        return _stop(args.command, f"error: {exc}", 1, debug)          # 2 is argparse's: a usage error
     except OSError as exc:        # the file system said no: name the path and what to do, not a traceback
-        return _fail(args.command, os_problem(exc), debug)
+        return _stop(args.command, f"error: {os_problem(exc)}", 1, debug)
     except KeyboardInterrupt:     # outputs are written atomically: an interrupted run leaves none behind
-        if debug:
-            traceback.print_exc()
-        print(f"pocketvqe {args.command}: interrupted: no partial file is left (outputs are written atomically)", file=sys.stderr)
-        return 130
+        return _stop(args.command, "interrupted: no partial file is left (outputs are written atomically)", 130, debug)
 
 
-def _fail(command: str, message: str, debug: bool) -> int:
+def _stop(command: str, line: str, code: int, debug: bool) -> int:
+    """One ``pocketvqe COMMAND: ...`` line on stderr (the traceback above it with ``debug``) -> exit code."""
     if debug:
         traceback.print_exc()
-    print(f"pocketvqe {command}: error: {message}", file=sys.stderr)
-    return 1
+    print(f"pocketvqe {command}: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -204,11 +204,17 @@ def test_bad_input_gives_one_error_line(case, make, message, tmp_path, capsys):
     extra = make(d)
     for k, v in zip(extra[::2], extra[1::2]):
         argv[k] = v
+    _assert_refused(d, ["enhance", *[x for kv in argv.items() for x in kv]], case, message, capsys)
+
+
+def _assert_refused(d, argv, case, message, capsys):
+    """``main(argv)``: exit 1, one ``pocketvqe CMD: error:`` line holding ``message``, no traceback, nothing
+    written under ``d/out``, the files in ``d`` (the inputs) unchanged."""
     before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
-    rc = main(["enhance", *[x for kv in argv.items() for x in kv]])
+    rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 1, (case, err)
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("pocketvqe enhance: error:")]
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith(f"pocketvqe {argv[0]}: error:")]
     assert len(lines) == 1 and message in lines[0], (case, err)
     assert "Traceback" not in err
     assert not (d / "out").exists() or not any((d / "out").iterdir())            # nothing written
@@ -253,15 +259,7 @@ def test_other_commands_give_one_error_line(case, line, message, tmp_path, capsy
     _wav(d / "mic.wav", _speech())
     (d / "afile").write_text("a file, not a folder")
     (d / "r.pte").write_bytes(os.urandom(4096))
-    argv = line.format(d=d, ckpt=CKPT).split()
-    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith(f"pocketvqe {argv[0]}: error:")]
-    assert rc == 1 and len(lines) == 1 and message in lines[0], (case, err)
-    assert "Traceback" not in err
-    assert not (d / "out").exists() or not any((d / "out").iterdir())
-    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+    _assert_refused(d, line.format(d=d, ckpt=CKPT).split(), case, message, capsys)
 
 
 def test_debug_shows_the_traceback_as_well(tmp_path, capsys):
