@@ -5,7 +5,7 @@
 >>> write_manifest("build/", [done]); done.checks.passed
 """
 from .package import Checks, Packaged, SelfCheckClip, check, package, seed_everything, self_check_clip, write_manifest
-from .program import FORMAT, PRECISIONS, TOLERANCES, Program, export_program
+from .program import FORMAT, INT8_DELTA_TARGETS, PRECISIONS, TOLERANCES, Program, export_program
 
-__all__ = ["Checks", "FORMAT", "PRECISIONS", "Packaged", "Program", "SelfCheckClip", "TOLERANCES", "check",
-           "export_program", "package", "seed_everything", "self_check_clip", "write_manifest"]
+__all__ = ["FORMAT", "INT8_DELTA_TARGETS", "PRECISIONS", "TOLERANCES", "Checks", "Packaged", "Program", "SelfCheckClip",
+           "check", "export_program", "package", "seed_everything", "self_check_clip", "write_manifest"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy
@@ -50,6 +51,21 @@ def save_checkpoint(path: str | os.PathLike, enhancer: Enhancer, meta: dict | No
     return path
 
 
+def _unreadable(path: Path, exc: Exception) -> str:
+    """The error line for checkpoint bytes ``torch.load(weights_only=True)`` refused: a pickled object it will
+    not build (a pickle that could run code) or bytes that are no pickle at all; torch's own advice (load
+    with weights_only=False) is the unsafe thing, so only its one-line reason is kept."""
+    text = str(exc)
+    code = re.search(r"unsupported GLOBAL (\S+)", text)
+    if code:
+        return (f"checkpoint {path} holds a pickled object ({code.group(1)}) that a weights-only load refuses: "
+                "loading it could run code, so it is not loaded; use a checkpoint written by `pocketvqe train`")
+    reason = next((ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith(("Please file",
+                   "Check the documentation", "WeightsUnpickler error"))), None) if "Weights only load failed" in text \
+        else (text.splitlines() or [type(exc).__name__])[0]
+    return f"checkpoint {path} is corrupt or truncated ({(reason or type(exc).__name__)[:120]}): re-download or re-create it"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load the raw checkpoint dict (weights_only), with clear errors for missing/corrupt files."""
     path = Path(path)
@@ -61,8 +77,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:          # bytes that are not a checkpoint fail anywhere in the unpickler (IndexError, ...)
-        raise PocketVQEError(f"checkpoint {path} is corrupt or truncated ({str(exc).splitlines()[0][:120]}): "
-                             "re-download or re-create it") from None
+        raise PocketVQEError(_unreadable(path, exc)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise PocketVQEError(f"{path} is not a pocketvqe checkpoint (expected format {FORMAT}); "
                              "for a .pte or .pt2 use the matching --model file type")

@@ -28,7 +28,7 @@ from pocketvqe.export.program import file_entry
 from pocketvqe.export.teacher import reference_trace
 from pocketvqe.fileio import write_json
 from pocketvqe.models import get_config, init_checkpoint, load_checkpoint
-from pocketvqe.quant import int8_reference, recommended_ptq
+from pocketvqe.quant import RECIPES, int8_reference, recommended_ptq
 from pocketvqe.quiet import runtime_log
 from pocketvqe.report import ReportData, write_report
 from pocketvqe.report.model import bench_rows, hop_us, verdict
@@ -170,12 +170,26 @@ def _runner_entry(runner: Path, out: Path) -> dict:
             "files": [{**file_entry(p), "file": p.relative_to(out).as_posix()} for p in files]}
 
 
+def _which_recipe(bc: BuildConfig) -> str:
+    """Which int8 recipe the build uses and why: the one measured for the config (quant.RECIPES, chosen
+    because it met the fidelity targets: docs/int8-fidelity.md), that one with this build's overrides,
+    the defaults for a config without one, or a given .pt2."""
+    if bc.int8 != "ptq":
+        return f"the quantized model {bc.int8}"
+    if bc.config not in RECIPES:
+        return f"PTQ with the defaults: {bc.config} has no measured recipe in quant.RECIPES"
+    if bc.ptq() == recommended_ptq(bc.config, seed=bc.seed):
+        return (f"PTQ, the recipe measured for {bc.config} (quant.RECIPES), chosen because it meets the "
+                "int8 fidelity targets on the test split")
+    return f"PTQ, {bc.config}'s measured recipe with this build's overrides"
+
+
 def export_programs(enh, bc: BuildConfig, log: Path | None = None, say=lambda i, msg: None
                     ) -> tuple[dict[str, Packaged], object, str]:
     """The fp32 and int8 programs of the build, written to ``bc.out``: the same calls, with the same
     recipe and seeds, as `pocketvqe export` makes -> ({"fp32": ..., "int8": ...}, the self-check clip,
     how the int8 reference was made)."""
-    say(2, f"int8 reference ({'PTQ, the config recipe' if bc.int8 == 'ptq' else bc.int8}) and the self-check clip")
+    say(2, f"int8 reference ({_which_recipe(bc)}) and the self-check clip")
     int8 = int8_reference(enh, bc.int8, bc.ptq(), data=bc.data, progress=True)
     clip = self_check_clip(enh, None, bc.data, seed=bc.seed + 1)
     say(3, f"export: fp32 and int8 programs (XNNPACK), bundled self-checks; int8: {int8.describe()}")

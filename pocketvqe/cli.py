@@ -10,7 +10,9 @@ import errno
 import importlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from . import __version__
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("POCKETVQE_DEBUG", "") not in ("", "0")
+    previous = _raise_on_sigterm()
     try:
         return int(args._run(args) or 0)
     except PocketVQEError as exc:
@@ -83,6 +86,29 @@ def main(argv: list[str] | None = None) -> int:
         return _stop(args.command, f"error: {os_problem(exc)}", 1, debug)
     except KeyboardInterrupt:     # outputs are written atomically: an interrupted run leaves none behind
         return _stop(args.command, "interrupted: no partial file is left (outputs are written atomically)", 130, debug)
+    except Terminated:
+        return _stop(args.command, "terminated (SIGTERM): no partial file is left (outputs are written atomically)",
+                     128 + signal.SIGTERM, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a job scheduler, a CI timeout) as an exception in the main thread: every ``with``
+    block unwinds as on Ctrl-C, so an atomic output's temporary file is removed instead of left behind
+    (the default action ends the process on the spot)."""
+
+
+def _raise_on_sigterm():
+    """Install the SIGTERM -> :class:`Terminated` handler; returns the previous handler (None when not on
+    the main thread, where Python cannot install one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _stop(command: str, line: str, code: int, debug: bool) -> int:

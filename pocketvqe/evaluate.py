@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from .data import SCENARIOS, SimConfig, Simulator, default_root, load_manifest, make_eval_set
 from .errors import PocketVQEError
+from .export import INT8_DELTA_TARGETS
 from .fileio import atomic_write_text
 from .inference import LOADERS, enhance_arrays, load_model
 from .metrics import GROUPS, get_metrics, summarize
@@ -542,6 +543,65 @@ def markdown_table(rep: dict, processors: Sequence[str] | None = None, legend: b
     text = "\n".join(lines) + "\n"
     if legend:
         text += "\n" + LEGEND + "\n"
+    return text
+
+
+def deltas(rep: dict, reference: str, targets: dict | None = None) -> dict[str, dict[str, dict]]:
+    """Per scenario, each system's median judges minus ``reference``'s on the same clips (from a
+    :func:`report`): {scenario: {system: {metric: {"delta", "target", "meets"}}}}. ``targets``: metric ->
+    lower bound on the delta, or (low, high) (default: :data:`pocketvqe.export.INT8_DELTA_TARGETS`, what an
+    int8 program may lose against its float model); metrics without a target are reported with None.
+
+    >>> rep = compare(...); d = deltas(rep, "dvqe-s16")           # doctest: +SKIP
+    >>> d["double_talk"]["dvqe-s16-int8"]["aecmos_deg"]         # doctest: +SKIP
+    {'delta': -0.02, 'target': -0.1, 'meets': True}
+    """
+    targets = INT8_DELTA_TARGETS if targets is None else targets
+    names = [n for n in rep.get("processors", {}) if n != reference]
+    if reference not in rep.get("processors", {}):
+        raise PocketVQEError(f"--delta-vs {reference!r} is not one of the systems scored "
+                             f"({', '.join(rep.get('processors', {})) or 'none'}): name a --model by its file stem")
+    out: dict[str, dict[str, dict]] = {}
+    for s, block in rep["scenarios"].items():
+        ref = block.get(reference) or {}
+        for n in names:
+            row = block.get(n) or {}
+            cells = {}
+            for k, _, _ in COLUMNS:
+                if k == "rtf" or not (_finite(ref.get(k)) and _finite(row.get(k))):
+                    continue
+                d, t = row[k] - ref[k], targets.get(k)
+                if k == "tsos":                       # lower is better: a rise is a loss
+                    d = -d
+                lo, hi = (t if isinstance(t, (tuple, list)) else (t, math.inf)) if t is not None else (None, None)
+                cells[k] = {"delta": d, "target": t, "meets": None if t is None else bool(lo <= d <= hi)}
+            out.setdefault(s, {})[n] = cells
+    return out
+
+
+def delta_table(rep: dict, reference: str, targets: dict | None = None) -> str:
+    """:func:`deltas` as markdown: one row per scenario and system, each cell the delta (a ``!`` marks a
+    missed target), then the list of misses."""
+    d = deltas(rep, reference, targets)
+    keys = [(k, h, dec) for k, h, dec in COLUMNS if any(k in cells for block in d.values() for cells in block.values())]
+    lines = [f"| scenario | system - {reference} | " + " | ".join(f"d{h}" for _, h, _ in keys) + " |",
+             "|---|---|" + "---:|" * len(keys)]
+    misses = []
+    for s, block in d.items():
+        for n, cells in block.items():
+            row = []
+            for k, h, dec in keys:
+                c = cells.get(k)
+                if c is None:
+                    row.append("-")
+                    continue
+                row.append(f"{c['delta']:+.{dec}f}" + (" !" if c["meets"] is False else ""))
+                if c["meets"] is False:
+                    misses.append(f"{s} {n} d{h} {c['delta']:+.{dec}f} (target {c['target']})")
+            lines.append(f"| {s} | {n} | " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n"
+    text += ("\nmissed targets: " + "; ".join(misses) if misses else "\nevery delta meets its target") + \
+        " (TSOS: decrease shown, lower is better)\n"
     return text
 
 

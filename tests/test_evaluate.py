@@ -237,3 +237,30 @@ def test_markdown_table_marks_missing_values():
     md = markdown_table(rep, legend=False)
     assert md.splitlines()[0] == "| scenario | system | n | PESQ | TSOS | RTF |"
     assert "| noise | input | 1 | 1.50 | - | - |" in md and "| noise | a | 1 | 2.25 | 0.100 | 0.0100 |" in md
+
+
+def test_deltas_against_the_float_model_and_their_targets():
+    """int8 - float per scenario, each against INT8_DELTA_TARGETS: a loss beyond a bound is a miss, ITS
+    must stay within +-1 dB either way, TSOS is shown as its decrease; an unknown reference is an error."""
+    from pocketvqe.evaluate import delta_table, deltas
+    from pocketvqe.export import INT8_DELTA_TARGETS
+    rep = {"processors": {"dvqe-s16": {}, "dvqe-s16-int8": {}},
+           "scenarios": {
+               "double_talk": {"input": {"pesq_wb": 1.1}, "dvqe-s16": {"pesq_wb": 1.50, "aecmos_deg": 3.00, "tsos": 0.2},
+                               "dvqe-s16-int8": {"pesq_wb": 1.46, "aecmos_deg": 2.85, "tsos": 0.3}},
+               "interferer": {"dvqe-s16": {"interferer_suppression_db": 12.0, "si_sdr": 4.0},
+                              "dvqe-s16-int8": {"interferer_suppression_db": 13.5, "si_sdr": 3.6}}}}
+    d = deltas(rep, "dvqe-s16")
+    dt = d["double_talk"]["dvqe-s16-int8"]
+    assert dt["pesq_wb"]["delta"] == pytest.approx(-0.04) and dt["pesq_wb"]["meets"]          # -0.04 >= -0.05
+    assert dt["aecmos_deg"]["delta"] == pytest.approx(-0.15) and dt["aecmos_deg"]["meets"] is False
+    assert dt["tsos"]["delta"] == pytest.approx(-0.1) and dt["tsos"]["meets"] is None          # no target
+    it = d["interferer"]["dvqe-s16-int8"]
+    assert it["interferer_suppression_db"]["meets"] is False                                   # +1.5 dB: outside +-1
+    assert it["si_sdr"]["meets"] and INT8_DELTA_TARGETS["si_sdr"] == -0.5
+    md = delta_table(rep, "dvqe-s16")
+    assert "| double_talk | dvqe-s16-int8 | -0.04 |" in md and "-0.15 !" in md
+    assert "missed targets: double_talk dvqe-s16-int8 dAEC deg -0.15" in md
+    assert deltas(rep, "dvqe-s16", {"pesq_wb": -0.01})["double_talk"]["dvqe-s16-int8"]["pesq_wb"]["meets"] is False
+    with pytest.raises(PocketVQEError, match="--delta-vs 'float' is not one of the systems"):
+        deltas(rep, "float")

@@ -24,10 +24,11 @@ def add_arguments(p):
                         "configs; give the flag alone for none)")
     p.add_argument("--dynamic", nargs="*", default=None, metavar="MODULE",
                    help="PTQ: modules with int8 weights and per-frame (dynamic) activation ranges (default: the "
-                        "config's measured recipe, net.dec.3 for dvqe-s16; give the flag alone for none)")
+                        "config's measured recipe, net (every conv and linear) for dvqe-s16 and pvqe-s16; give the flag alone for "
+                        "none)")
     p.add_argument("--observer", choices=OBSERVERS, default=None,
-                   help="PTQ activation observer (default: the config's measured recipe, histogram for pvqe-s16, "
-                        "else percentile)")
+                   help="PTQ activation observer (default: the config's measured recipe, percentile for the shipped "
+                        "configs)")
     p.add_argument("--out", default="build", help="output folder")
     p.add_argument("--bench-frames", type=int, default=1000)
     p.add_argument("--data", help="corpus root (default: a quick corpus in the cache)")

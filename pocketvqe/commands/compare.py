@@ -1,6 +1,6 @@
 """`pocketvqe compare`: the evaluation clips through every available peer (and our models), side by side.
 
-    pocketvqe compare [--set test] [--model M ...] [--peers all|none|name,...] [--json out.json] [--md out.md]
+    pocketvqe compare [--set test] [--model M ...] [--peers all|none|name,...] [--delta-vs NAME] [--json out.json] [--md out.md]
                       [--n-per-scenario K] [--data ROOT] [--scenarios LIST] [--metrics LIST] [--threads N]
 
 Peers: deepfilternet3, rnnoise, webrtc_ns, speex_ns (noise suppressors: every clip) and speex_aec
@@ -14,7 +14,17 @@ import sys
 import time
 
 from pocketvqe.errors import PocketVQEError
-from pocketvqe.evaluate import PeerProcessor, load_processor, markdown_table, report, run_processors, write_outputs
+from pocketvqe.evaluate import (
+    PeerProcessor,
+    delta_table,
+    deltas,
+    load_processor,
+    markdown_table,
+    report,
+    run_processors,
+    write_outputs,
+)
+from pocketvqe.export import INT8_DELTA_TARGETS
 from pocketvqe.peers import PEERS, available_peers
 
 from .eval import add_common, prepare, set_threads, split_list
@@ -28,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peers", default="all", metavar="LIST",
                         help="'all' (every peer installed here; missing ones are listed), 'none', or a comma "
                              "list of deepfilternet3, rnnoise, webrtc_ns, speex_ns, speex_aec")
+    parser.add_argument("--delta-vs", metavar="NAME", default=None,
+                        help="also a table of every system's per-scenario judges minus NAME's (a --model's file stem, "
+                             "e.g. the float checkpoint beside its int8 program), against the int8 delta targets")
     add_common(parser)
 
 
@@ -49,8 +62,6 @@ def select_peers(spec: str) -> tuple[list, dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-
-
     t0 = time.perf_counter()
     set_threads(args.threads)
     models = [load_processor(m) for m in args.model]
@@ -59,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if not processors:
         raise PocketVQEError("nothing to compare: no peer is installed here (pip install '.[peers]') and no "
                              "--model was given")
+    if args.delta_vs and args.delta_vs not in [p.name for p in processors]:      # before any clip is run
+        raise PocketVQEError(f"--delta-vs {args.delta_vs!r} is not one of the systems "
+                             f"({', '.join(p.name for p in processors)}): name a --model by its file stem")
     for name, reason in skipped.items():
         print(f"skipping {name}: {reason}", file=sys.stderr)
     clips, which, info = prepare(args)
@@ -66,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     ev.skipped = skipped
     rep = report(ev, "compare", info)
     md = markdown_table(rep)
+    if args.delta_vs:
+        rep["deltas"] = {"reference": args.delta_vs, "targets": INT8_DELTA_TARGETS, "scenarios": deltas(rep, args.delta_vs)}
+        md += "\n" + delta_table(rep, args.delta_vs)
     print(f"{len(processors)} systems on {info['n_clips']} clips of the {args.split} set ({info['dir']})\n")
     print(md)
     write_outputs(rep, args.json, args.md, md)
