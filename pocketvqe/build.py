@@ -179,8 +179,8 @@ def _which_recipe(bc: BuildConfig) -> str:
     if bc.config not in RECIPES:
         return f"PTQ with the defaults: {bc.config} has no measured recipe in quant.RECIPES"
     if bc.ptq() == recommended_ptq(bc.config, seed=bc.seed):
-        return (f"PTQ, the recipe measured for {bc.config} (quant.RECIPES), chosen because it meets the "
-                "int8 fidelity targets on the test split")
+        return (f"PTQ with {bc.config}'s measured recipe from quant.RECIPES, chosen because it meets the int8 "
+                "fidelity targets on the test split")
     return f"PTQ, {bc.config}'s measured recipe with this build's overrides"
 
 
