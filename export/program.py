@@ -50,7 +50,7 @@ PRECISIONS = ("fp32", "int8")
 # within bundle_atol + bundle_rtol |expected| (fp32) or, int8, within bundle_steps of its quantization step
 # (bundle_rel of its peak where it has no single grid): a gross bound, set above what correct programs show
 # on the shipped dvqe-s16 (8 bundled frames; static recipe: the GRU state 19 steps, net.dec.3.subpix 0.76 of its
-# peak; per-frame ranges everywhere: every output fp32, the enhanced PCM 55 dB, the lowest state 31 dB).
+# peak; per-frame ranges in every conv and linear: the enhanced PCM 55 dB, the lowest state 31 dB).
 TOLERANCES = {
     "fp32": {"reference": "float eager step", "snr_db": 70.0, "bundle_rtol": 1e-3, "bundle_atol": 1e-4},
     "int8": {"reference": "converted int8 GraphModule", "fidelity": {"snr_db_vs_float": 20.0, "snr_db_floor": 30.0},

@@ -68,7 +68,8 @@ def _read_bytes(path: Path) -> bytes:
         raise PocketVQEError(f"{path} is empty or truncated ({len(data)} bytes): export it again")
     if data[4:8] != _PTE_ID:
         what = "a bundled program (.bpte): give the .pte beside it" if data[4:8].startswith(b"BP") \
-            else "not an ExecuTorch program (no 'ET' program header): check the path, or export it again with `pocketvqe export`"
+            else ("not an ExecuTorch program (no 'ET' program header): check the path, or export it again with "
+                  "`pocketvqe export`")
         raise PocketVQEError(f"{path} is {what}")
     return data
 

@@ -60,10 +60,13 @@ def _unreadable(path: Path, exc: Exception) -> str:
     if code:
         return (f"checkpoint {path} holds a pickled object ({code.group(1)}) that a weights-only load refuses: "
                 "loading it could run code, so it is not loaded; use a checkpoint written by `pocketvqe train`")
-    reason = next((ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith(("Please file",
-                   "Check the documentation", "WeightsUnpickler error"))), None) if "Weights only load failed" in text \
-        else (text.splitlines() or [type(exc).__name__])[0]
-    return f"checkpoint {path} is corrupt or truncated ({(reason or type(exc).__name__)[:120]}): re-download or re-create it"
+    skip = ("Please file", "Check the documentation", "WeightsUnpickler error")      # torch's boilerplate lines
+    if "Weights only load failed" in text:
+        reason = next((ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith(skip)), None)
+    else:
+        reason = (text.splitlines() or [None])[0]
+    reason = (reason or type(exc).__name__)[:120]
+    return f"checkpoint {path} is corrupt or truncated ({reason}): re-download or re-create it"
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

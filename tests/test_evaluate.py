@@ -246,7 +246,8 @@ def test_deltas_against_the_float_model_and_their_targets():
     from pocketvqe.export import INT8_DELTA_TARGETS
     rep = {"processors": {"dvqe-s16": {}, "dvqe-s16-int8": {}},
            "scenarios": {
-               "double_talk": {"input": {"pesq_wb": 1.1}, "dvqe-s16": {"pesq_wb": 1.50, "aecmos_deg": 3.00, "tsos": 0.2},
+               "double_talk": {"input": {"pesq_wb": 1.1},
+                               "dvqe-s16": {"pesq_wb": 1.50, "aecmos_deg": 3.00, "tsos": 0.2},
                                "dvqe-s16-int8": {"pesq_wb": 1.46, "aecmos_deg": 2.85, "tsos": 0.3}},
                "interferer": {"dvqe-s16": {"interferer_suppression_db": 12.0, "si_sdr": 4.0},
                               "dvqe-s16-int8": {"interferer_suppression_db": 13.5, "si_sdr": 3.6}}}}

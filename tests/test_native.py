@@ -150,7 +150,9 @@ def test_etdump_gives_the_slowest_operators(host, program, clip, tmp_path, capsy
     assert abs(sum(k["share"] for k in table["kinds"]) - 1.0) < 1e-6
     assert main(["runner", "etdump", str(etdp), "--top", "5"]) == 0
     out = capsys.readouterr().out
-    assert "| 5 |" in out and "| 6 |" not in out and "IGEMM" in out
+    first = [ln.split("|")[1].strip() for ln in out.splitlines() if ln.startswith("| ")]
+    assert [c for c in first if c.isdigit()] == ["1", "2", "3", "4", "5"]  # ranked rows; the kinds table counts ops
+    assert "IGEMM" in out
 
 
 def _fails(runner, *args) -> str:

@@ -277,8 +277,8 @@ def test_recommended_ptq_recipes(capsys):
     choices override it; configs without a recipe get the defaults; build's CLI leaves unset choices None."""
     from pocketvqe.cli import build_parser
     from pocketvqe.models import list_configs
-    assert recommended_ptq("pvqe-s16") == PTQConfig(dynamic=("net",))
-    assert recommended_ptq("dvqe-s16") == PTQConfig(dynamic=("net",))
+    assert recommended_ptq("pvqe-s16") == PTQConfig(dynamic=("net.mic", "net.far", "net.align", "net.dec"))
+    assert recommended_ptq("dvqe-s16") == recommended_ptq("pvqe-s16")
     assert recommended_ptq("dvqe-s16", dynamic=()).dynamic == ()
     assert recommended_ptq("tiny") == PTQConfig()
     for name in RECIPES:
@@ -294,7 +294,7 @@ def test_recommended_ptq_recipes(capsys):
     assert args.keep_float == [] and args.observer == "minmax"
     from pocketvqe.commands.quantize import _recipe_note
     _recipe_note("pvqe-s16", PTQConfig())                                 # quantize departs from it: a note
-    assert "--observer percentile --dynamic net" in capsys.readouterr().err
+    assert "--observer percentile --dynamic net.mic,net.far,net.align,net.dec" in capsys.readouterr().err
     _recipe_note("pvqe-s16", recommended_ptq("pvqe-s16", calib_clips=4))
     _recipe_note("tiny", PTQConfig(observer="minmax"))
     assert capsys.readouterr().err == ""

@@ -24,8 +24,8 @@ def add_arguments(p):
                         "configs; give the flag alone for none)")
     p.add_argument("--dynamic", nargs="*", default=None, metavar="MODULE",
                    help="PTQ: modules with int8 weights and per-frame (dynamic) activation ranges (default: the "
-                        "config's measured recipe, net (every conv and linear) for dvqe-s16 and pvqe-s16; give the flag alone for "
-                        "none)")
+                        "config's measured recipe: net.mic net.far net.align net.dec, every conv and linear but the "
+                        "GRU's, for dvqe-s16 and pvqe-s16; give the flag alone for none)")
     p.add_argument("--observer", choices=OBSERVERS, default=None,
                    help="PTQ activation observer (default: the config's measured recipe, percentile for the shipped "
                         "configs)")
