@@ -557,10 +557,8 @@ def deltas(rep: dict, reference: str, targets: dict | None = None) -> dict[str, 
     {'delta': -0.02, 'target': -0.1, 'meets': True}
     """
     targets = INT8_DELTA_TARGETS if targets is None else targets
-    names = [n for n in rep.get("processors", {}) if n != reference]
-    if reference not in rep.get("processors", {}):
-        raise PocketVQEError(f"--delta-vs {reference!r} is not one of the systems scored "
-                             f"({', '.join(rep.get('processors', {})) or 'none'}): name a --model by its file stem")
+    check_reference(reference, list(rep.get("processors", {})))
+    names = [n for n in rep["processors"] if n != reference]
     out: dict[str, dict[str, dict]] = {}
     for s, block in rep["scenarios"].items():
         ref = block.get(reference) or {}
@@ -573,16 +571,22 @@ def deltas(rep: dict, reference: str, targets: dict | None = None) -> dict[str, 
                 d, t = row[k] - ref[k], targets.get(k)
                 if k == "tsos":                       # lower is better: a rise is a loss
                     d = -d
-                lo, hi = (t if isinstance(t, (tuple, list)) else (t, math.inf)) if t is not None else (None, None)
+                lo, hi = t if isinstance(t, (tuple, list)) else (t, math.inf)
                 cells[k] = {"delta": d, "target": t, "meets": None if t is None else bool(lo <= d <= hi)}
             out.setdefault(s, {})[n] = cells
     return out
 
 
-def delta_table(rep: dict, reference: str, targets: dict | None = None) -> str:
-    """:func:`deltas` as markdown: one row per scenario and system, each cell the delta (a ``!`` marks a
-    missed target), then the list of misses."""
-    d = deltas(rep, reference, targets)
+def check_reference(reference: str, names: Sequence[str]) -> None:
+    """Refuse a ``--delta-vs`` name that is not one of the systems ``names`` scored (or about to be)."""
+    if reference not in names:
+        raise PocketVQEError(f"--delta-vs {reference!r} is not one of the systems ({', '.join(names) or 'none'}): "
+                             "name a --model by its file stem")
+
+
+def delta_table(d: dict[str, dict[str, dict]], reference: str) -> str:
+    """:func:`deltas` ``d`` (against ``reference``) as markdown: one row per scenario and system, each cell
+    the delta (a ``!`` marks a missed target), then the list of misses."""
     keys = [(k, h, dec) for k, h, dec in COLUMNS if any(k in cells for block in d.values() for cells in block.values())]
     lines = [f"| scenario | system - {reference} | " + " | ".join(f"d{h}" for _, h, _ in keys) + " |",
              "|---|---|" + "---:|" * len(keys)]

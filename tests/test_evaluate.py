@@ -259,7 +259,7 @@ def test_deltas_against_the_float_model_and_their_targets():
     it = d["interferer"]["dvqe-s16-int8"]
     assert it["interferer_suppression_db"]["meets"] is False                                   # +1.5 dB: outside +-1
     assert it["si_sdr"]["meets"] and INT8_DELTA_TARGETS["si_sdr"] == -0.5
-    md = delta_table(rep, "dvqe-s16")
+    md = delta_table(d, "dvqe-s16")
     assert "| double_talk | dvqe-s16-int8 | -0.04 |" in md and "-0.15 !" in md
     assert "missed targets: double_talk dvqe-s16-int8 dAEC deg -0.15" in md
     assert deltas(rep, "dvqe-s16", {"pesq_wb": -0.01})["double_talk"]["dvqe-s16-int8"]["pesq_wb"]["meets"] is False

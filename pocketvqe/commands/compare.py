@@ -1,7 +1,8 @@
 """`pocketvqe compare`: the evaluation clips through every available peer (and our models), side by side.
 
-    pocketvqe compare [--set test] [--model M ...] [--peers all|none|name,...] [--delta-vs NAME] [--json out.json] [--md out.md]
-                      [--n-per-scenario K] [--data ROOT] [--scenarios LIST] [--metrics LIST] [--threads N]
+    pocketvqe compare [--set test] [--model M ...] [--peers all|none|name,...] [--delta-vs NAME]
+                      [--json out.json] [--md out.md] [--n-per-scenario K] [--data ROOT] [--scenarios LIST]
+                      [--metrics LIST] [--threads N]
 
 Peers: deepfilternet3, rnnoise, webrtc_ns, speex_ns (noise suppressors: every clip) and speex_aec
 (echo canceller: echo clips only). Every output is delay-aligned and scored with the same metrics
@@ -16,6 +17,7 @@ import time
 from pocketvqe.errors import PocketVQEError
 from pocketvqe.evaluate import (
     PeerProcessor,
+    check_reference,
     delta_table,
     deltas,
     load_processor,
@@ -70,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if not processors:
         raise PocketVQEError("nothing to compare: no peer is installed here (pip install '.[peers]') and no "
                              "--model was given")
-    if args.delta_vs and args.delta_vs not in [p.name for p in processors]:      # before any clip is run
-        raise PocketVQEError(f"--delta-vs {args.delta_vs!r} is not one of the systems "
-                             f"({', '.join(p.name for p in processors)}): name a --model by its file stem")
+    if args.delta_vs:
+        check_reference(args.delta_vs, [p.name for p in processors])         # before any clip is run
     for name, reason in skipped.items():
         print(f"skipping {name}: {reason}", file=sys.stderr)
     clips, which, info = prepare(args)
@@ -81,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     rep = report(ev, "compare", info)
     md = markdown_table(rep)
     if args.delta_vs:
-        rep["deltas"] = {"reference": args.delta_vs, "targets": INT8_DELTA_TARGETS, "scenarios": deltas(rep, args.delta_vs)}
-        md += "\n" + delta_table(rep, args.delta_vs)
+        d = deltas(rep, args.delta_vs)
+        rep["deltas"] = {"reference": args.delta_vs, "targets": INT8_DELTA_TARGETS, "scenarios": d}
+        md += "\n" + delta_table(d, args.delta_vs)
     print(f"{len(processors)} systems on {info['n_clips']} clips of the {args.split} set ({info['dir']})\n")
     print(md)
     write_outputs(rep, args.json, args.md, md)
